@@ -1,0 +1,204 @@
+/* driver.c — the dcc command: options, the pipeline, exit status.
+ *
+ *   dcc [options] file.dl          compile to an executable (a.out or -o)
+ *   dcc run file.dl [args...]      compile and run
+ *   dcc -c m.dl [--header m.h]     object file (and C header) for C programs
+ *   dcc                            interactive session (REPL)
+ *
+ * Exit status: 0 on success, 1 when any error was reported, 2 on a usage
+ * error. */
+#include "dcc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include <llvm/Config/llvm-config.h>
+
+Options dcc_options = {.opt_level = 2, .colour = -1};
+
+static const char usage_text[] =
+    "usage: dcc [options] FILE.dl            compile FILE.dl to an executable\n"
+    "       dcc run [options] FILE.dl [ARGS] compile and run, passing ARGS\n"
+    "       dcc -c FILE.dl [--header FILE.h]  compile to an object file for C\n"
+    "       dcc [-i FILE.dl]                 interactive session (REPL)\n"
+    "\n"
+    "Input is a DL source file, or '-' for standard input.\n"
+    "\n"
+    "options:\n"
+    "  -o FILE           write the output to FILE\n"
+    "  -c                compile only: write an object file\n"
+    "  -S                write assembly\n"
+    "  --header FILE     with -c: write the C header for the exported functions\n"
+    "  -O0 -O1 -O2 -O3   optimisation level (default -O2)\n"
+    "  -g                emit debug information (DWARF line tables)\n"
+    "  --emit=STAGE      stop after STAGE and print it: tokens, ast, types,\n"
+    "                    core, ad, llvm, asm, obj, ptx\n"
+    "  --target=nvptx    compile array code to PTX kernels\n"
+    "  --gpu             run whole programs on the GPU when one is present\n"
+    "  --color=WHEN      colour diagnostics: auto (default), always, never\n"
+    "  --stdlib=DIR      the standard library directory (default: built in)\n"
+    "  -i FILE           load FILE, then start the REPL\n"
+    "  -h, --help        show this help and exit\n"
+    "  --version         show the version and the configuration, and exit\n"
+    "\n"
+    "Diagnostics are written as FILE:LINE:COL: error: MESSAGE. See dcc(1) and\n"
+    "docs/language.md for the language.\n";
+
+static _Noreturn void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "dcc: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\ndcc: try 'dcc --help' for the list of options\n");
+    exit(2);
+}
+
+static const struct {
+    const char *name;
+    EmitKind kind;
+} emit_names[] = {
+    {"tokens", EMIT_TOKENS}, {"ast", EMIT_AST}, {"types", EMIT_TYPES},
+    {"core", EMIT_CORE},     {"ad", EMIT_AD},   {"llvm", EMIT_LLVM},
+    {"asm", EMIT_ASM},       {"obj", EMIT_OBJ}, {"ptx", EMIT_PTX},
+};
+
+static void parse_args(int argc, char **argv)
+{
+    Options *o = &dcc_options;
+    int i = 1;
+    if (argc > 1 && strcmp(argv[1], "run") == 0) {
+        o->run = true;
+        i = 2;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (o->run && o->input) { /* dcc run file.dl ARGS: the rest are the program's */
+            o->run_args = argv + i;
+            o->nrun_args = argc - i;
+            return;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(a, "--version") == 0) {
+            printf("dcc %s, the DL compiler\n", PACKAGE_VERSION);
+            printf("llvm: %s\n", LLVM_VERSION_STRING);
+            printf("stdlib: %s\n", module_stdlib_dir());
+            printf("codegen: no\n");
+            exit(0);
+        } else if (strcmp(a, "-o") == 0) {
+            if (++i >= argc)
+                usage_error("%s needs a file name", a);
+            o->output = argv[i];
+        } else if (strcmp(a, "--header") == 0) {
+            if (++i >= argc)
+                usage_error("%s needs a file name", a);
+            o->header = argv[i];
+        } else if (strncmp(a, "--header=", 9) == 0) {
+            o->header = a + 9;
+        } else if (strcmp(a, "-i") == 0) {
+            if (++i >= argc)
+                usage_error("%s needs a file name", a);
+            o->input = argv[i];
+        } else if (strcmp(a, "-c") == 0) {
+            o->compile_only = true;
+        } else if (strcmp(a, "-S") == 0) {
+            o->asm_only = true;
+        } else if (strcmp(a, "-g") == 0) {
+            o->debug_info = true;
+        } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
+            o->opt_level = a[2] - '0';
+        } else if (strncmp(a, "--emit=", 7) == 0) {
+            size_t k;
+            for (k = 0; k < sizeof emit_names / sizeof *emit_names; k++)
+                if (strcmp(a + 7, emit_names[k].name) == 0)
+                    break;
+            if (k == sizeof emit_names / sizeof *emit_names)
+                usage_error("unknown --emit stage '%s' (tokens, ast, types, core, ad, llvm, asm, obj, ptx)", a + 7);
+            o->emit = emit_names[k].kind;
+        } else if (strncmp(a, "--color=", 8) == 0 || strncmp(a, "--colour=", 9) == 0) {
+            const char *w = strchr(a, '=') + 1;
+            if (strcmp(w, "always") == 0)
+                o->colour = 1;
+            else if (strcmp(w, "never") == 0)
+                o->colour = 0;
+            else if (strcmp(w, "auto") == 0)
+                o->colour = -1;
+            else
+                usage_error("--color takes auto, always or never, not '%s'", w);
+        } else if (strncmp(a, "--target=", 9) == 0) {
+            if (strcmp(a + 9, "nvptx") != 0 && strcmp(a + 9, "host") != 0)
+                usage_error("unknown target '%s' (host, nvptx)", a + 9);
+            o->target = a + 9;
+        } else if (strcmp(a, "--gpu") == 0) {
+            o->gpu = true;
+        } else if (strncmp(a, "--stdlib=", 9) == 0) {
+            module_set_stdlib_dir(a + 9);
+        } else if (strcmp(a, "-") == 0 || a[0] != '-') {
+            if (o->input)
+                usage_error("more than one input file ('%s')", a);
+            o->input = a;
+        } else {
+            usage_error("unknown option '%s'", a);
+        }
+    }
+}
+
+static int finish(void)
+{
+    fflush(stdout);
+    return diag_error_count() ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    parse_args(argc, argv);
+    Options *o = &dcc_options;
+    diag_set_colour(o->colour);
+
+    if (!o->input) {
+        if (isatty(0)) {
+            fprintf(stderr, "dcc: error: the interactive session (REPL) is not built yet; give a file (dcc --help)\n");
+            return 1;
+        }
+        o->input = "-";
+    }
+    const char *display = strcmp(o->input, "-") == 0 ? "<stdin>" : o->input;
+
+    if (o->emit == EMIT_TOKENS) {
+        /* tokens need no imports: read the file directly */
+        Vec order = {0};
+        (void)order;
+        FILE *f = strcmp(o->input, "-") == 0 ? stdin : fopen(o->input, "rb");
+        if (!f)
+            fatal("cannot open '%s': %m", o->input);
+        StrBuf b = {0};
+        int c;
+        while ((c = fgetc(f)) != EOF)
+            sb_putc(&b, (char)c);
+        if (f != stdin)
+            fclose(f);
+        SrcFile *sf = diag_add_file(display, o->input, b.data ? b.data : "", b.len);
+        lexer_dump_tokens(stdout, sf);
+        return finish();
+    }
+
+    Vec order = {0};
+    Module *root = module_load_root(o->input, display, &order);
+    if (!root || diag_error_count())
+        return finish();
+    if (o->emit == EMIT_AST) {
+        ast_dump_module(stdout, root);
+        return finish();
+    }
+    typecheck_program(&order);
+    if (diag_error_count())
+        return finish();
+    if (o->emit == EMIT_TYPES) {
+        types_dump_module(stdout, root);
+        return finish();
+    }
+    fprintf(stderr, "dcc: error: code generation is not built yet: this dcc stops after type checking (use --emit=types)\n");
+    return 1;
+}

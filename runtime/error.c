@@ -1,0 +1,139 @@
+/* error.c — run-time errors: per-thread message, error traps, exit.
+ * Also the process-level state (program arguments, the C locale). */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TRAPS 64
+#define MSG_SIZE 1024
+
+static _Thread_local char err_msg[MSG_SIZE];
+static _Thread_local dl_srcloc err_loc;
+static _Thread_local jmp_buf *traps[MAX_TRAPS];
+static _Thread_local int ntraps;
+
+void dlrt_error_setv(const char *fmt, va_list ap)
+{
+    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+}
+
+void dlrt_error_set(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    dlrt_error_setv(fmt, ap);
+    va_end(ap);
+}
+
+/* A trap catches the error (and is popped, so a handler that raises again
+ * reaches the next one out); without one the error ends the process after
+ * the program's own output, so that the message comes last. */
+void dlrt_error_raise(const dl_srcloc *loc)
+{
+    if (loc)
+        err_loc = *loc;
+    else
+        err_loc = (dl_srcloc){ NULL, 0, 0 };
+    if (ntraps > 0) {
+        jmp_buf *trap = traps[--ntraps];
+        longjmp(*trap, 1);
+    }
+    fflush(dlrt_output());
+    if (loc && loc->file) {
+        if (loc->line > 0 && loc->col > 0)
+            fprintf(stderr, "%s:%d:%d: error: %s\n", loc->file, (int)loc->line, (int)loc->col,
+                    err_msg);
+        else if (loc->line > 0)
+            fprintf(stderr, "%s:%d: error: %s\n", loc->file, (int)loc->line, err_msg);
+        else
+            fprintf(stderr, "%s: error: %s\n", loc->file, err_msg);
+    } else {
+        fprintf(stderr, "dlrt: error: %s\n", err_msg);
+    }
+    exit(1);
+}
+
+void dl_error(const dl_srcloc *loc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    dlrt_error_setv(fmt, ap);
+    va_end(ap);
+    dlrt_error_raise(loc);
+}
+
+void dl_error_trap_push(jmp_buf *trap)
+{
+    if (ntraps == MAX_TRAPS)
+        dl_error(NULL, "too many nested error traps (at most %d)", MAX_TRAPS);
+    traps[ntraps++] = trap;
+}
+
+void dl_error_trap_pop(void)
+{
+    if (ntraps > 0)
+        ntraps--;
+}
+
+int dl_error_trap_depth(void) { return ntraps; }
+
+const char *dl_last_error(void) { return err_msg; }
+
+dl_srcloc dl_last_error_loc(void) { return err_loc; }
+
+void dl_error_clear(void)
+{
+    err_msg[0] = 0;
+    err_loc = (dl_srcloc){ NULL, 0, 0 };
+}
+
+void dl_bounds_error(int64_t index, int64_t extent, int32_t axis, const dl_srcloc *loc)
+{
+    dl_error(loc, "index %lld out of bounds for axis %d of length %lld", (long long)index,
+             (int)axis, (long long)extent);
+}
+
+int64_t dl_bounds_check(int64_t index, int64_t extent, int32_t axis, const dl_srcloc *loc)
+{
+    /* one unsigned comparison covers index < 0 */
+    if ((uint64_t)index >= (uint64_t)extent)
+        dl_bounds_error(index, extent, axis, loc);
+    return index;
+}
+
+void dl_div_by_zero(const dl_srcloc *loc) { dl_error(loc, "integer division by zero"); }
+
+void dl_overflow_error(const char *op, const dl_srcloc *loc)
+{
+    dl_error(loc, "integer overflow in '%s'", op ? op : "?");
+}
+
+/* ---------------------------------------------------------------- C locale */
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+locale_t dlrt_c_locale(void)
+{
+    pthread_once(&c_locale_once, c_locale_init);
+    return c_locale ? c_locale : LC_GLOBAL_LOCALE;
+}
+
+/* ---------------------------------------------------------------- arguments */
+
+static int prog_argc;
+static char **prog_argv;
+
+void dl_init(int argc, char **argv)
+{
+    prog_argc = argc;
+    prog_argv = argv;
+}
+
+int dl_argc(void) { return prog_argc; }
+
+const char *dl_argv(int i) { return i >= 0 && i < prog_argc ? prog_argv[i] : NULL; }
