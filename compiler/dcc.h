@@ -463,6 +463,10 @@ void module_set_stdlib_dir(const char *dir);
  * module; all loaded modules in dependency order are in *order. */
 Module *module_load_root(const char *path, const char *display_name, Vec *order);
 Module *module_load_text(const char *name, const char *text, size_t len, Vec *order);
+/* Forgets every loaded module and source file (REPL :reload, the fuzzer).
+ * Call before arena_free of the compilation's arena. */
+void module_reset(void);
+void diag_forget_files(void);
 
 /* ========================================================================
  * types
@@ -552,6 +556,252 @@ int typecheck_program(Vec *modules);
 
 /* --emit=types: each top-level def with its inferred type scheme. */
 void types_dump_module(FILE *out, Module *m);
+
+/* ========================================================================
+ * core — the typed Core IR (A-normal form)
+ *
+ * Every intermediate value is named; operands of every operation are atoms
+ * (variables or literals). Types are ground (after monomorphisation) and
+ * reuse Type. A function body is a CBlock: bindings, then a result atom.
+ *
+ *   block  ::= (let x = cexpr)* ; atom
+ *   cexpr  ::= atom | prim(op, atoms) | call(fun, atoms) | apply(clo, atom)
+ *            | lambda(params, block)           -- closure creation
+ *            | if(atom, block, block) | case(atom, alts, default)
+ *            | loop(state, init, for i < n | while block, body)
+ *            | soac(map|reduce|..., lambda, atoms)
+ *            | deriv(jvp|vjp|..., lambda, atoms)  -- removed by the AD stages
+ *
+ * Products (tuples, records) are built and taken apart with P_TUPLE/P_PROJ
+ * and P_RECORD/P_FIELD; sums with P_CON / P_TAG / P_PAYLOAD and CE_CASE.
+ * Vector-space arithmetic on tuples and records is expanded into component
+ * operations during lowering, so primitives see scalars and arrays only.
+ * ======================================================================== */
+
+typedef struct CVar CVar;
+typedef struct CAtom CAtom;
+typedef struct CExpr CExpr;
+typedef struct CBlock CBlock;
+typedef struct CLambda CLambda;
+typedef struct CFun CFun;
+
+/* Primitive operations: one table (core_prims) with name, arity and flags;
+ * the AD stages add each primitive's forward, transpose and Taylor rules to
+ * the same table, and the simplifier its cost. X(name, spelling, arity)
+ * with arity -1 for variadic. */
+#define CORE_PRIMS(X)                                                         \
+    /* arithmetic, elementwise with broadcasting on arrays */                 \
+    X(ADD, "add", 2) X(SUB, "sub", 2) X(MUL, "mul", 2) X(DIV, "div", 2)       \
+    X(MOD, "mod", 2) X(POW, "pow", 2) X(NEG, "neg", 1)                        \
+    X(EQ, "eq", 2) X(NE, "ne", 2) X(LT, "lt", 2) X(LE, "le", 2)               \
+    X(GT, "gt", 2) X(GE, "ge", 2) X(NOT, "not", 1)                            \
+    X(EXP, "exp", 1) X(LOG, "log", 1) X(LOG1P, "log1p", 1)                    \
+    X(EXPM1, "expm1", 1) X(SQRT, "sqrt", 1) X(SIN, "sin", 1)                  \
+    X(COS, "cos", 1) X(TAN, "tan", 1) X(TANH, "tanh", 1) X(ABS, "abs", 1)     \
+    X(SIGMOID, "sigmoid", 1) X(SOFTPLUS, "softplus", 1) X(RELU, "relu", 1)    \
+    X(FLOOR, "floor", 1) X(CEIL, "ceil", 1) X(ATAN2, "atan2", 2)              \
+    X(MIN, "min", 2) X(MAX, "max", 2)                                         \
+    X(TO_FLOAT, "float", 1) X(TO_INT, "int", 1) X(TO_F32, "f32", 1)           \
+    X(SELECT, "select", 3) /* select c a b: c ? a : b, no branch */           \
+    /* products and sums */                                                   \
+    X(TUPLE, "tuple", -1) X(PROJ, "proj", 1)     /* imm = index */            \
+    X(RECORD, "record", -1) X(FIELD, "field", 1) /* imm = field index */      \
+    X(CON, "con", -1)  /* imm = constructor index; 0 or 1 argument */         \
+    X(TAG, "tag", 1) X(PAYLOAD, "payload", 1) /* imm = constructor index */   \
+    /* arrays */                                                              \
+    X(ARRAY, "array", -1) /* literal; rows of a matrix literal are arrays */  \
+    X(INDEX, "index", -1) /* a, i, j, ...: scalar or sub-array */             \
+    X(SLICE, "slice", -1) /* a, then (lo, hi) per axis; imm = axis mask */    \
+    X(UPDATE, "update", -1) /* a, v, i, ...: copy of a with a[i..] = v */     \
+    X(LENGTH, "length", 1) X(SHAPE, "shape", 1) X(IOTA, "iota", 1)            \
+    X(REPLICATE, "replicate", 2) X(ZEROS, "zeros", -1) X(ONES, "ones", -1)    \
+    X(ZEROS_LIKE, "zeros_like", 1) X(FILL, "fill", -1) /* v, dims... */       \
+    X(SUM, "sum", 1) X(PROD, "prod", 1) X(MEAN, "mean", 1)                    \
+    X(MAXIMUM, "maximum", 1) X(MINIMUM, "minimum", 1) X(ARGMAX, "argmax", 1)  \
+    X(SUM_AXIS0, "sum_axis0", 1) /* [][]a -> []a: reverse of broadcasting */  \
+    X(DOT, "dot", 2) X(MATMUL, "matmul", 2) X(TRANSPOSE, "transpose", 1)      \
+    X(RESHAPE, "reshape", -1) X(CONCAT, "concat", 2) X(REVERSE, "reverse", 1) \
+    X(TAKE, "take", 2) X(DROP, "drop", 2) X(ONE_HOT, "one_hot", 2)            \
+    X(ZIP, "zip", 2) X(UNZIP, "unzip", 1)                                     \
+    X(SOFTMAX, "softmax", 1) X(LOGSUMEXP, "logsumexp", 1)                     \
+    X(DET, "det", 1) X(INV, "inv", 1) X(SOLVE, "solve", 2)                    \
+    X(CHOLESKY, "cholesky", 1)                                                \
+    /* random numbers (Philox-4x32-10) */                                     \
+    X(KEY, "key", 1) X(SPLIT, "split", 1) X(UNIFORM, "uniform", -1)           \
+    X(NORMAL, "normal", -1) X(PERMUTATION, "permutation", 2)                  \
+    /* effects, performed in evaluation order */                              \
+    X(PRINT, "print", 1) X(PRINTLN, "println", 1) X(SHOW, "show", 1)          \
+    X(STR_CONCAT, "str_concat", 2) X(READ_CSV, "read_csv", 1)                 \
+    X(READ_NPY, "read_npy", 1) X(WRITE_NPY, "write_npy", 2)                   \
+    X(READ_IDX, "read_idx", 1) X(ARGS, "args", 0) X(PROGRESS, "progress", 4)  \
+    X(ERROR, "error", 1) /* run-time error with a message; type any */
+
+typedef enum {
+#define X(name, spelling, arity) P_##name,
+    CORE_PRIMS(X)
+#undef X
+    P__COUNT
+} Prim;
+
+enum { /* PrimInfo.flags */
+    PRIM_ELEMENTWISE = 1, /* maps over array elements with broadcasting */
+    PRIM_LINEAR = 2,      /* linear in its float arguments */
+    PRIM_EFFECT = 4,      /* has an effect: never removed, never reordered */
+    PRIM_NONDIFF = 8,     /* result carries no tangent (int, bool, ...) */
+};
+
+typedef struct PrimInfo {
+    const char *name;
+    int arity;
+    unsigned flags;
+    int cost; /* rough cost in flops per element, for the simplifier */
+    /* rules, filled by the AD stages (ad_forward.c, ad_reverse.c, ad_taylor.c) */
+    void *jvp_rule, *transpose_rule, *taylor_rule;
+} PrimInfo;
+
+extern PrimInfo core_prims[P__COUNT];
+
+struct CVar {
+    int id;           /* unique in the program */
+    const char *name; /* source name or hint, for printing */
+    Type *type;
+    Loc loc;
+    int uses;         /* use count, maintained by analyses that need it */
+};
+
+typedef enum { CA_VAR, CA_INT, CA_FLOAT, CA_BOOL, CA_UNIT, CA_STRING, CA_FUN } CAtomKind;
+
+struct CAtom {
+    CAtomKind kind;
+    Type *type;
+    union {
+        CVar *var;
+        int64_t ival;     /* CA_INT, CA_BOOL */
+        double fval;      /* CA_FLOAT (type float or f32) */
+        const char *sval; /* CA_STRING */
+        CFun *fun;        /* CA_FUN: a top-level function used as a value */
+    } u;
+};
+
+typedef enum {
+    CE_ATOM, CE_PRIM, CE_CALL, CE_APPLY, CE_LAMBDA, CE_IF, CE_CASE, CE_LOOP,
+    CE_SOAC, CE_DERIV,
+} CExprKind;
+
+typedef enum {
+    SOAC_MAP,    /* map f a1 .. an           (lambda: n params) */
+    SOAC_REDUCE, /* reduce op ne a           (lambda: 2 params, associative) */
+    SOAC_FOLD,   /* fold f acc a             (lambda: acc, elem; sequential) */
+    SOAC_SCAN,   /* scan op ne a             (inclusive) */
+    SOAC_FILTER, /* filter p a */
+} SoacKind;
+
+struct CLambda {
+    CVar **params;
+    int nparams;
+    CBlock *body;
+    Type *type; /* the function type */
+    Loc loc;
+};
+
+typedef struct CAlt {
+    int con;        /* constructor index; -1 for the default */
+    CVar *payload;  /* bound to the constructor's argument, or NULL */
+    CBlock *body;
+} CAlt;
+
+struct CExpr {
+    CExprKind kind;
+    Type *type;
+    Loc loc;
+    CAtom **args;
+    int nargs;
+    union {
+        struct { Prim op; int64_t imm; } prim;       /* CE_PRIM */
+        CFun *fun;                                   /* CE_CALL */
+        CLambda *lambda;                             /* CE_LAMBDA */
+        struct { CBlock *then_, *else_; } if_;       /* CE_IF: args[0] cond */
+        struct { CAlt *alts; int nalts; } case_;     /* CE_CASE: args[0] */
+        struct {
+            CVar *state;    /* loop state (a tuple when several) */
+            LoopKind kind;
+            CVar *ivar;     /* LOOP_FOR counter, 0..n-1; args[1] is n */
+            CBlock *cond;   /* LOOP_WHILE: over state, returns bool */
+            CBlock *body;   /* over state (and ivar), returns the new state */
+            int checkpoint; /* reverse mode: 0 store all, k > 0 segments */
+        } loop;                                      /* CE_LOOP: args[0] init */
+        struct { SoacKind kind; CLambda *fn; } soac; /* CE_SOAC */
+        struct { DerivKind kind; CLambda *fn; } deriv; /* CE_DERIV */
+    } u;
+};
+
+typedef struct CBind {
+    CVar *var;
+    CExpr *e;
+} CBind;
+
+struct CBlock {
+    CBind *binds;
+    int nbinds, cap;
+    CAtom *result;
+};
+
+struct CFun {
+    const char *name;      /* unique; the C symbol for exports */
+    const char *src_name;  /* the DL name */
+    CVar **params;         /* uncurried: def f a b has two */
+    int nparams;
+    Type *ret;
+    CBlock *body;
+    Loc loc;
+    bool is_export;
+    bool is_main;
+    Decl *decl;
+};
+
+typedef struct CProgram {
+    CFun **funs;
+    int nfuns;
+    CFun *main;            /* def main () : unit of the root module, or NULL */
+    const char *module;    /* root module name (prefix of exported symbols) */
+} CProgram;
+
+/* Builders (arena). */
+CVar *core_var(const char *name, Type *t, Loc loc);
+CAtom *core_atom_var(CVar *v);
+CAtom *core_atom_int(int64_t v);
+CAtom *core_atom_float(double v, Type *t);
+CAtom *core_atom_bool(bool v);
+CAtom *core_atom_unit(void);
+CAtom *core_atom_string(const char *s);
+CBlock *core_block_new(void);
+CVar *core_bind(CBlock *b, const char *name, CExpr *e); /* appends let */
+CExpr *core_prim(Prim op, Type *t, Loc loc, CAtom **args, int nargs, int64_t imm);
+
+/* Lowering from the typed AST, monomorphising from main and the exports:
+ * each polymorphic def is copied per instance type. */
+CProgram *core_lower_program(Vec *modules, Module *root);
+/* Lowers one expression (REPL); free names refer to the program's defs. */
+CFun *core_lower_expr(CProgram *p, Expr *e);
+
+/* --emit=core: readable text, one binding per line. */
+void core_print_program(FILE *out, CProgram *p);
+void core_print_block(FILE *out, CBlock *b, int indent);
+/* Checks the invariants (types of prims, scoping, ANF); reports internal
+ * errors, returns false if broken. Run after every stage in debug builds. */
+bool core_verify(CProgram *p);
+
+/* simplify.c: inline, beta, let-float, CSE, DCE, constant folding,
+ * algebraic identities, map fusion; to a fixed point. */
+void core_simplify(CProgram *p, int opt_level);
+
+/* ========================================================================
+ * codegen — Core IR to LLVM IR (the only files that include llvm-c/)
+ * ======================================================================== */
+
+/* Compiles the program to an object file, an executable, or prints LLVM IR /
+ * assembly, according to dcc_options. Returns false after reporting errors. */
+bool codegen_program(CProgram *p, const Options *o);
 
 /* ========================================================================
  * driver

@@ -174,3 +174,10 @@ _Noreturn void fatal(const char *fmt, ...)
     fputc('\n', stderr);
     exit(1);
 }
+
+void diag_forget_files(void)
+{
+    for (int i = 0; i < files.len; i++)
+        free(files.data[i]);
+    vec_free(&files);
+}

@@ -242,3 +242,13 @@ Module *module_load_text(const char *name, const char *text, size_t len, Vec *or
     vec_push(order, m);
     return m;
 }
+
+void module_reset(void)
+{
+    for (int i = 0; i < loaded.len; i++) {
+        Module *m = loaded.data[i];
+        free((char *)m->file->text);
+    }
+    vec_free(&loaded);
+    diag_forget_files();
+}

@@ -1,0 +1,2 @@
+/* codegen.c — (being written) */
+#include "dcc.h"

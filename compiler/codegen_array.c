@@ -1,0 +1,2 @@
+/* codegen_array.c — (being written) */
+#include "dcc.h"

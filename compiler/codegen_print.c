@@ -1,0 +1,2 @@
+/* codegen_print.c — (being written) */
+#include "dcc.h"

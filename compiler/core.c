@@ -1,0 +1,2 @@
+/* core.c — (being written) */
+#include "dcc.h"

@@ -1,0 +1,2 @@
+/* simplify.c — (being written) */
+#include "dcc.h"
