@@ -255,6 +255,8 @@ struct Expr {
         struct {
             const char *name;
             Binding *binding; /* filled by the type checker */
+            Type **inst;      /* checker: the types its scheme's TY_QVARs */
+            int ninst;        /* were instantiated with (binding->nqvars) */
         } var;            /* EX_VAR, EX_CON (con: constructor name) */
         struct {
             const char *name;
@@ -288,6 +290,12 @@ struct Expr {
         struct {
             OpKind op;
             Expr *l, *r;  /* EX_UNOP uses l only */
+            /* checker: OP_COMPOSE / OP_PAR on learners resolve to the DL
+             * function learner_seq / learner_par (NULL: plain composition
+             * of functions), instantiated with inst[0..ninst) */
+            Binding *binding;
+            Type **inst;
+            int ninst;
         } op;             /* EX_BINOP, EX_UNOP */
         struct {
             Pat **params;
@@ -428,6 +436,9 @@ void ast_dump_expr(FILE *out, const Expr *e, int indent);
 void ast_print_expr(StrBuf *b, const Expr *e);
 void ast_print_pat(StrBuf *b, const Pat *p);
 void ast_print_texpr(StrBuf *b, const TypeExpr *t);
+/* A whole declaration as DL source (def with its rules, type, import,
+ * export); no trailing newline. */
+void ast_print_decl(StrBuf *b, const Decl *d);
 
 /* ========================================================================
  * parser  (parser.y; lexer.l)
@@ -445,14 +456,15 @@ Module *parse_file(SrcFile *file);
 bool parse_repl_input(SrcFile *file, Decl ***out_decls, int *out_ndecls,
                       Expr **out_expr, bool *incomplete);
 
-/* --emit=tokens: one token per line: "line:col KIND text". */
+/* --emit=tokens: one token per line: "line:col KIND 'text'" (the source
+ * text, with \\, \' and non-printable bytes escaped as \xNN). */
 void lexer_dump_tokens(FILE *out, SrcFile *file);
 
 /* ========================================================================
  * module
  * ======================================================================== */
 
-/* The directory holding std/*.dl: $DCC_STDLIB, else the source tree's
+/* The directory of the std modules: $DCC_STDLIB, else the source tree's
  * stdlib/ when dcc runs uninstalled, else the installed pkgdatadir. */
 const char *module_stdlib_dir(void);
 void module_set_stdlib_dir(const char *dir);
@@ -481,14 +493,18 @@ typedef enum {
     TY_ARRAY,   /* elem, rank >= 1 */
     TY_FUNC,    /* args[0] -> args[1] */
     TY_NAMED,   /* record or variant: decl + type arguments */
-    TY_TANGENT, /* T(args[0]) while args[0] is not yet known */
+    TY_TANGENT, /* T(args[0]) while args[0] is not yet known (link once it is) */
+    TY_ERROR,   /* poison after a reported error: unifies with anything */
 } TypeKind;
 
+/* Types are normalised as they are resolved (type_resolve): an array's elem
+ * is never an array ([]([]float) is [][]float, rank 2), and T(t) is computed
+ * as soon as t is known. Unifying []'a with [][]float binds 'a := []float. */
 struct Type {
     TypeKind kind;
     int id;          /* TY_VAR/TY_QVAR: number; for printing 'a, 'b */
     int level;       /* TY_VAR: let-level for generalisation */
-    Type *link;      /* TY_VAR: bound to this type */
+    Type *link;      /* TY_VAR: bound to this type; TY_TANGENT: its value */
     Type **args;
     int nargs;
     Type *elem;      /* TY_ARRAY */
@@ -497,11 +513,14 @@ struct Type {
     Loc origin;      /* where the type was demanded (for "expected ... here") */
 };
 
+/* TY_VAR level of a generalised variable (owned by a scheme; never bound). */
+#define TYPE_GENERIC_LEVEL 0x3fffffff
+
 /* A declared record or variant type after checking. */
 struct TypeDecl {
     const char *name;
     Loc loc;
-    Decl *decl;         /* the declaration */
+    Decl *decl;         /* the declaration (NULL for a synthesised tangent) */
     int ntparams;
     TypeDeclKind kind;
     /* TD_RECORD */
@@ -515,7 +534,70 @@ struct TypeDecl {
     bool recursive;
     /* the tangent type T(t) of this declaration, built on demand */
     TypeDecl *tangent;
+    /* checker */
+    Type *alias;        /* TD_ALIAS: the expansion, over TY_QVAR 0.. */
+    const char **tparams;
+    Module *module;
+    TypeDecl *primal;   /* a synthesised tangent declaration: whose tangent */
+    /* T(D a1..an) = D (T a1)..(T an) when the declaration maps through T
+     * field by field (then `tangent` is the declaration itself; without
+     * parameters this is T(D) = D); otherwise T(D as) = tangent as. */
+    int tangent_state;  /* 0 unknown, 1 computing, 2 functorial, 3 synthesised */
+    int alias_state;    /* 0 unexpanded, 1 expanding, 2 done */
 };
+
+/* Type classes and deferred constraints (qualified types, Jones 1994):
+ * overloaded operators and built-ins produce constraints that are solved as
+ * soon as the types involved are known; those still open when a definition
+ * is generalised become part of its scheme (Binding.cons, over TY_QVARs)
+ * and are instantiated with it. */
+typedef enum {
+    TC_NUM,      /* int, float, f32; arrays; tuples and records of these */
+    TC_FLOATING, /* float, f32 or arrays of them */
+    TC_NUMELEM,  /* int, float, f32 or arrays of them */
+    TC_SCALAR,   /* int, float, f32 */
+    TC_ORD,      /* int, float, f32 (ordered comparisons) */
+    TC_EQ,       /* any type without functions (== and !=) */
+    TC_ARRAY,    /* an array of int, float or f32, any rank */
+    TC_ANYARRAY, /* any array */
+} TypeClass;
+
+typedef enum {
+    CK_CLASS,     /* t[0] in class cls; leaves equal to t[1] if given; tuples
+                     and records allowed when `structural` */
+    CK_BCAST,     /* t[0] op t[1] : t[2], NumPy broadcasting, leaves in cls */
+    CK_MATMUL,    /* t[0] @ t[1] : t[2] */
+    CK_CONVERT,   /* t[1] = t[0] with elements converted to t[2] (scalar) */
+    CK_SHAPE,     /* t[0] an int or a tuple of n ints; t[1] = [ ]^n t[2] */
+    CK_RESHAPE,   /* shape t[0], array t[1]: t[2] of rank from the shape */
+    CK_REDUCE_ALL,/* t[0] an array with scalar elements t[1] in cls */
+    CK_DROP_AXIS, /* t[0] rank r array, t[1] rank r-1 (elem t[2] if given) */
+    CK_RANK_IN,   /* t[0] an array of rank n..m with elements in cls */
+    CK_ONE_HOT,   /* t[0] int of rank r (0 = scalar), t[1] = float rank r+1 */
+    CK_HESSIAN,   /* t[0] float -> t[1] float; []float -> [][]float */
+    CK_FIELD,     /* t[0] a record with field `name` of type t[1] */
+    CK_PROJ,      /* t[0] a tuple with component n of type t[1] */
+    CK_COMPOSE,   /* t[0] >>> t[1] : t[2] (op OP_COMPOSE or OP_PAR) */
+} ConstraintKind;
+
+typedef struct Constraint {
+    ConstraintKind kind;
+    Type *t[3];
+    TypeClass cls;
+    bool structural;
+    int op;             /* OpKind, or -1 for a built-in named `what` */
+    int n, m;           /* CK_PROJ index; CK_RANK_IN bounds */
+    const char *name;   /* CK_FIELD field name */
+    const char *what;   /* for messages: the operator or built-in */
+    Type *orig[2];      /* the operand types as written, for messages */
+    Loc loc;
+    Loc origin;         /* instances of scheme constraints: where the
+                           constraint arose in the generic definition */
+    Expr *node;         /* CK_FIELD / CK_PROJ / CK_COMPOSE: node to fill */
+    Binding *impl;      /* CK_COMPOSE: learner_seq / learner_par in scope */
+    void *scope;        /* checker: the module scope it was made in */
+    bool done;
+} Constraint;
 
 /* A variable bound in the program: a def, a let, a pattern variable. */
 struct Binding {
@@ -524,31 +606,141 @@ struct Binding {
     Type *type;        /* monotype, or the body of the scheme */
     int nqvars;        /* > 0: polymorphic (TY_QVAR 0..nqvars-1 in type) */
     Decl *def;         /* top-level def, if any */
-    int builtin;       /* > 0: index into the built-in table */
+    int builtin;       /* > 0: a Builtin id (the index into the table) */
     Module *module;
     bool used;
+    /* checker */
+    Constraint **cons; /* scheme constraints, over the TY_QVARs */
+    int ncons;
+    Type **generic;    /* generalised defs: the TY_VARs (level
+                          TYPE_GENERIC_LEVEL) of the body that QVAR i
+                          stands for; the body's Expr types use them */
+    bool provisional;  /* declared type in use before the body is checked */
 };
 
-Type *type_resolve(Type *t); /* follows links */
+Type *type_resolve(Type *t); /* follows links, normalises the head */
 Type *type_int(void);
 Type *type_float(void);
 Type *type_f32(void);
 Type *type_bool(void);
 Type *type_unit(void);
 Type *type_string(void);
+Type *type_rng_key(void); /* the type key */
+Type *type_error(void);
 Type *type_array(Type *elem, int rank);
 Type *type_func(Type *a, Type *b);
 Type *type_tuple(Type **items, int n);
+Type *type_tuple2(Type *a, Type *b);
+Type *type_named(TypeDecl *d, Type **args, int n);
+Type *type_qvar(int id);
 Type *type_fresh_var(int level);
+Type *type_copy_node(Type *t); /* a fresh node equal to t (to set origin) */
 /* T(t), LANGUAGE.md §3: float->float, int/bool/string->unit, structural
  * on tuples/records/variants/arrays, T(a->b) = a -> T b. Stays symbolic
  * (TY_TANGENT) while t is an unbound variable. */
 Type *type_tangent(Type *t);
 bool type_equal(Type *a, Type *b);
+/* True when t still contains unbound variables (not counting generic ones
+ * when skip_generic). */
+bool type_has_vars(Type *t, bool skip_generic);
+/* Replaces TY_QVAR i by to[i] (normalising arrays and tangents). */
+Type *type_subst(Type *t, Type **to, int n);
+/* Record field types / constructor arguments of an instance D args. */
+Type *type_field_type(Type *named, int field);
+Type *type_con_arg(Type *named, int con); /* NULL for a nullary one */
+
+/* Unification (Robinson, with an occurs check and levels for
+ * generalisation, Rémy 1992). Returns false on a clash; then
+ * type_unify_failure() tells which parts clashed. */
+bool type_unify(Type *a, Type *b);
+typedef struct UnifyFailure {
+    Type *a, *b;    /* the innermost clashing components */
+    bool occurs;    /* a is a variable occurring in b (infinite type) */
+} UnifyFailure;
+UnifyFailure type_unify_failure(void);
+extern int type_bind_count; /* incremented on every variable binding */
+
 /* Prints a type in DL syntax, naming variables 'a, 'b, ... consistently
  * within one call. */
 void type_print(StrBuf *b, Type *t);
 char *type_to_string(Type *t); /* arena string */
+/* Several types (and scheme constraints) printed with one naming. */
+typedef struct TypePrinter {
+    const void *keys[64];
+    int n;
+} TypePrinter;
+void type_print_with(TypePrinter *p, StrBuf *b, Type *t);
+char *type_to_string_with(TypePrinter *p, Type *t);
+void constraint_print(TypePrinter *p, StrBuf *b, const Constraint *c);
+
+/* ---- built-ins (builtins.c) ------------------------------------------- */
+
+/* The built-in functions of LANGUAGE.md §5 and §6. The ids are stable: the
+ * code generator and the AD stages switch on them. X(ID, "name"). */
+#define DCC_BUILTINS(X)                                                       \
+    /* elementwise math */                                                    \
+    X(EXP, "exp") X(LOG, "log") X(LOG1P, "log1p") X(EXPM1, "expm1")           \
+    X(SQRT, "sqrt") X(SIN, "sin") X(COS, "cos") X(TAN, "tan")                 \
+    X(TANH, "tanh") X(ABS, "abs") X(SIGMOID, "sigmoid")                       \
+    X(SOFTPLUS, "softplus") X(RELU, "relu") X(FLOOR, "floor")                 \
+    X(CEIL, "ceil") X(ATAN2, "atan2") X(POW, "pow") X(MIN, "min")             \
+    X(MAX, "max") X(TO_FLOAT, "float") X(TO_INT, "int") X(TO_F32, "f32")      \
+    /* arrays */                                                              \
+    X(LENGTH, "length") X(IOTA, "iota") X(REPLICATE, "replicate")             \
+    X(ZEROS, "zeros") X(ONES, "ones") X(ZEROS_LIKE, "zeros_like")             \
+    X(MAP, "map") X(MAP2, "map2") X(MAP3, "map3") X(ZIP, "zip")               \
+    X(UNZIP, "unzip") X(REDUCE, "reduce") X(FOLD, "fold") X(SCAN, "scan")     \
+    X(FILTER, "filter") X(SUM, "sum") X(PROD, "prod") X(MEAN, "mean")         \
+    X(MAXIMUM, "maximum") X(MINIMUM, "minimum") X(ARGMAX, "argmax")           \
+    X(DOT, "dot") X(TRANSPOSE, "transpose") X(RESHAPE, "reshape")             \
+    X(CONCAT, "concat") X(REVERSE, "reverse") X(SLICE, "slice")               \
+    X(TAKE, "take") X(DROP, "drop") X(ONE_HOT, "one_hot") X(SHAPE, "shape")   \
+    /* numerics with derivative rules */                                      \
+    X(SOFTMAX, "softmax") X(LOGSUMEXP, "logsumexp") X(DET, "det")             \
+    X(INV, "inv") X(SOLVE, "solve") X(CHOLESKY, "cholesky")                   \
+    /* random numbers */                                                      \
+    X(KEY, "key") X(SPLIT, "split") X(UNIFORM, "uniform")                     \
+    X(NORMAL, "normal") X(PERMUTATION, "permutation")                         \
+    /* I/O */                                                                 \
+    X(PRINT, "print") X(PRINTLN, "println") X(READ_CSV, "read_csv")           \
+    X(READ_NPY, "read_npy") X(WRITE_NPY, "write_npy")                         \
+    X(READ_IDX, "read_idx") X(PROGRESS, "progress") X(ARGS, "args")           \
+    X(SHOW, "show") X(STR_CONCAT, "str_concat") X(ERROR, "error")             \
+    /* derivatives (LANGUAGE.md §6) */                                        \
+    X(JVP, "jvp") X(VJP, "vjp") X(GRAD, "grad")                               \
+    X(VALUE_AND_GRAD, "value_and_grad") X(JACFWD, "jacfwd")                   \
+    X(JACREV, "jacrev") X(HESSIAN, "hessian") X(HVP, "hvp") X(JET, "jet")     \
+    X(FWDGRAD, "fwdgrad") X(FWDGRAD_DIR, "fwdgrad_dir")                       \
+    X(STOP_GRADIENT, "stop_gradient")
+
+typedef enum {
+    B_NONE,
+#define X(id, name) B_##id,
+    DCC_BUILTINS(X)
+#undef X
+    B__COUNT
+} Builtin;
+
+typedef struct BuiltinInfo {
+    Builtin id;
+    const char *name;
+    const char *scheme;      /* DL type syntax; 'a.. quantified; T(t) tangent */
+    const char *constraints; /* "floating 'a", "bcast max 'a 'b 'c", ... */
+    DerivKind deriv;         /* the derivative forms; DERIV_NONE otherwise */
+} BuiltinInfo;
+
+const BuiltinInfo *builtin_info(Builtin id);
+Builtin builtin_lookup(const char *name); /* B_NONE if not a built-in */
+/* The binding of a built-in (its scheme), shared by all uses. */
+Binding *builtin_binding(Builtin id);
+/* The scheme of an operator used as a function, (+) etc.; NULL for |>
+ * and the unary ones. */
+Binding *builtin_op_binding(OpKind op);
+/* Parses a type in the scheme syntax of the table: 'a (quantified, or
+ * fresh variables at `level` when level >= 0), int float f32 bool unit
+ * string key, []t, (t, u), t -> u, T(t). names/n: the variables seen.
+ * Returns NULL on a syntax error (a bug in the table). */
+Type *builtin_parse_type(const char *src, int level, const char **names, Type **vars, int *n);
 
 /* Type-checks all modules in dependency order. Reports every error it
  * finds; returns the number of errors. Fills Expr.type, Pat.type, bindings. */
@@ -556,6 +748,8 @@ int typecheck_program(Vec *modules);
 
 /* --emit=types: each top-level def with its inferred type scheme. */
 void types_dump_module(FILE *out, Module *m);
+/* A scheme in DL syntax, with its constraints ("where ..."). */
+char *types_scheme_string(Binding *b);
 
 /* ========================================================================
  * core — the typed Core IR (A-normal form)
@@ -576,6 +770,58 @@ void types_dump_module(FILE *out, Module *m);
  * and P_RECORD/P_FIELD; sums with P_CON / P_TAG / P_PAYLOAD and CE_CASE.
  * Vector-space arithmetic on tuples and records is expanded into component
  * operations during lowering, so primitives see scalars and arrays only.
+ *
+ * Conventions fixed by lowering (lower.c, match.c), relied on by later stages:
+ *  - Scoping is lexical: a variable is visible in the rest of its block and
+ *    in every block nested there (branches, loop bodies, lambda bodies).
+ *    Each CVar is bound exactly once in the program. Inline lambdas (SOAC,
+ *    DERIV) and closure bodies may use variables of enclosing blocks.
+ *  - Closures (CE_LAMBDA, the value of a `fn` or of a partial application)
+ *    take ONE parameter: `fn a b => e` is lambda(a) => lambda(b) => e, and
+ *    CE_APPLY passes one argument. Inline lambdas of CE_SOAC / CE_DERIV take
+ *    as many parameters as the operation needs (map of n arrays: n).
+ *  - A def `def f p1 .. pn` is a CFun with n parameters (0 for a constant
+ *    `def xs = ...`, called with no arguments); a parameter pattern is taken
+ *    apart at the start of the body. Lowering emits no CA_FUN atoms yet
+ *    (a def used as a value becomes a CE_LAMBDA wrapping a CE_CALL).
+ *  - CE_LOOP: args[0] init, args[1] the count n (LOOP_FOR); `state` is bound
+ *    in cond and body, `ivar` (int) in body; both blocks start by taking the
+ *    state pattern apart. The loop's value is the final state.
+ *  - CE_CASE: args[0] a variant value; an alt for a constructor with an
+ *    argument binds `payload` (never NULL then) to that argument (a tuple
+ *    when it has several); payload is NULL for nullary constructors and the
+ *    default (con == -1, at most one, last). No constructor appears twice.
+ *  - CE_SOAC args: MAP a1..an (lambda x1..xn -> b);
+ *    REDUCE ne, a (lambda acc x -> acc); FOLD acc0, a (lambda acc x -> acc);
+ *    SCAN ne, a (lambda acc x -> acc); FILTER a (lambda x -> bool).
+ *  - CE_DERIV: the function argument is the inline lambda (one parameter:
+ *    the point), args the remaining arguments in source order:
+ *    JVP x dx; VJP x; GRAD x; VALUE_AND_GRAD x; JACFWD x; JACREV x;
+ *    HESSIAN x; HVP x v; JET x vs; FWDGRAD x k; FWDGRAD_DIR as its
+ *    built-in's remaining arguments. STOP_GRADIENT has fn == NULL and
+ *    args[0] the value. The CExpr's type is the form's result type.
+ *  - P_INDEX a, i1..ik (k <= rank; fewer indices give a sub-array).
+ *    P_SLICE a, then two atoms lo_j, hi_j per index position j (0-based,
+ *    in source order, at most 16); imm bit j (1 << j) set: position j is a
+ *    range lo_j:hi_j (the axis stays); clear: a single index lo_j (the axis
+ *    goes; hi_j is the literal 0). imm bit 16 + j set: hi_j was absent
+ *    (`xs[i:]`: up to the axis length; hi_j is the literal 0). An absent
+ *    lo_j is the literal 0. Positions past the last keep their whole axis.
+ *    The built-in `slice xs i j` is P_SLICE with imm 1.
+ *  - P_ZEROS, P_ONES: dims... one int atom per dimension (a shape given as
+ *    a tuple is taken apart); P_UNIFORM / P_NORMAL: key, dims...;
+ *    P_RESHAPE: a, dims... (the array first, unlike the built-in);
+ *    P_REPLICATE n, v; P_ONE_HOT n, i; P_TAKE/P_DROP n, a; P_SLICE above.
+ *  - P_EQ / P_NE on arrays with result type bool compare whole arrays
+ *    (shapes and elements); with an array of bool result, elementwise.
+ *    On strings they compare contents. Equality of tuples, records and
+ *    variants is expanded by lowering (helper CFuns named eq_<type> for
+ *    variants), so P_EQ sees scalars, strings and arrays of scalars only.
+ *  - A string `+` is P_STR_CONCAT. `println s` of a string prints it raw.
+ *  - P_ERROR's argument is the message string; the CExpr's Loc is where.
+ *    Non-exhaustive matches end in `prim error("match failure")`.
+ *  - Every CExpr that can fail at run time carries the Loc of its source
+ *    expression (index, slice, division, shapes, I/O, calls).
  * ======================================================================== */
 
 typedef struct CVar CVar;
@@ -648,6 +894,9 @@ enum { /* PrimInfo.flags */
     PRIM_LINEAR = 2,      /* linear in its float arguments */
     PRIM_EFFECT = 4,      /* has an effect: never removed, never reordered */
     PRIM_NONDIFF = 8,     /* result carries no tangent (int, bool, ...) */
+    PRIM_PARTIAL = 16,    /* may fail at run time (bounds, shapes, division
+                             by zero): kept by DCE even when unused, see
+                             core_prim_may_fail */
 };
 
 typedef struct PrimInfo {
@@ -757,6 +1006,15 @@ struct CFun {
     bool is_export;
     bool is_main;
     Decl *decl;
+    /* A custom derivative rule of the def (`with jvp` / `with vjp`), lowered
+     * for the same instance as a CFun of its own: jvp_rule takes the rule's
+     * parameter pattern (x, dx) as one tuple parameter and returns
+     * (b, T b); vjp_rule takes x and returns (b, T b -> T a). NULL if none. */
+    CFun *jvp_rule, *vjp_rule;
+    CFun *rule_of;         /* set on a rule's CFun: the def it belongs to */
+    bool is_lifted;        /* a lambda-lifted `let rec` (free vars first) */
+    bool is_root;          /* kept by the simplifier even if unreachable (REPL) */
+    bool is_helper;        /* synthesised by lowering (eq_<type>, ...) */
 };
 
 typedef struct CProgram {
@@ -765,6 +1023,17 @@ typedef struct CProgram {
     CFun *main;            /* def main () : unit of the root module, or NULL */
     const char *module;    /* root module name (prefix of exported symbols) */
 } CProgram;
+
+/* A pointer -> pointer hash map (heap memory; core_map_free releases),
+ * used by the Core stages for substitutions and environments. */
+typedef struct CoreMap {
+    const void **keys;
+    void **vals;
+    int len, cap;
+} CoreMap;
+void *core_map_get(CoreMap *m, const void *key); /* NULL if absent */
+void core_map_put(CoreMap *m, const void *key, void *val);
+void core_map_free(CoreMap *m);
 
 /* Builders (arena). */
 CVar *core_var(const char *name, Type *t, Loc loc);
@@ -777,6 +1046,55 @@ CAtom *core_atom_string(const char *s);
 CBlock *core_block_new(void);
 CVar *core_bind(CBlock *b, const char *name, CExpr *e); /* appends let */
 CExpr *core_prim(Prim op, Type *t, Loc loc, CAtom **args, int nargs, int64_t imm);
+CExpr *core_expr(CExprKind kind, Type *t, Loc loc); /* fields zeroed */
+CAtom *core_atom_fun(CFun *f, Type *t);
+CLambda *core_lambda(CVar **params, int nparams, CBlock *body, Type *t, Loc loc);
+CFun *core_fun_new(const char *name, const char *src_name, Loc loc);
+void core_program_add(CProgram *p, CFun *f);
+/* Convenience: binds prim(op, args) and returns the new variable's atom. */
+CAtom *core_emit_prim(CBlock *b, const char *name, Prim op, Type *t, Loc loc,
+                      CAtom **args, int nargs, int64_t imm);
+/* The type an atom or a variable's uses have. */
+Type *core_atom_type(CAtom *a);
+/* Ground-type helpers: component i of a tuple, field i of a record
+ * instance, argument of constructor i of a variant instance (NULL when
+ * nullary), the number of components/fields/constructors. */
+Type *core_type_proj(Type *t, int i);
+Type *core_type_field(Type *t, int i);
+Type *core_type_con_arg(Type *t, int con);
+int core_field_index(TypeDecl *d, const char *name); /* -1 if none */
+bool core_type_is_ground(Type *t); /* no variables left */
+bool core_type_equal(Type *a, Type *b); /* structural, on ground types */
+/* Whether evaluating e may fail or have an effect (conservative): prims
+ * with PRIM_EFFECT or (refined by their operands) PRIM_PARTIAL. */
+bool core_prim_may_fail(CExpr *e);
+/* Deep copy of a block / lambda with every variable bound inside renamed
+ * to a fresh one; `from[i]` is replaced by the atom `to[i]` (n pairs). */
+CBlock *core_copy_block(CBlock *b, CVar **from, CAtom **to, int n);
+CLambda *core_copy_lambda(CLambda *l, CVar **from, CAtom **to, int n);
+/* Prints one atom / expression / type as --emit=core does. */
+void core_print_atom(FILE *out, CAtom *a);
+void core_print_type(FILE *out, Type *t);
+void core_print_fun(FILE *out, CFun *f);
+
+/* Lowering internals shared by lower.c and match.c. A Lower holds the
+ * instance worklist, the type substitution of the instance being lowered
+ * and the environment (Binding -> Core atom), both scoped. */
+typedef struct Lower Lower;
+typedef CAtom *(*LowerCont)(Lower *L, CBlock *b, void *ctx);
+Type *lower_ground(Lower *L, Type *t); /* substitute, default to unit */
+CAtom *lower_expr(Lower *L, Expr *e, CBlock *b);
+void lower_env_bind(Lower *L, Binding *bnd, CAtom *a);
+int lower_env_mark(Lower *L);
+void lower_env_pop(Lower *L, int mark);
+/* match.c: `match e with cases` on the scrutinee atom, as a decision tree
+ * of CE_CASE / CE_IF / literal comparisons. */
+CAtom *match_lower(Lower *L, Expr *e, CAtom *scrut, CBlock *b);
+/* Binds patterns pats[i] to vals[i] (refutable ones are tested; a failure
+ * is a run-time error at loc), then lowers the continuation k in the scope
+ * of the pattern variables; returns its result (of type rtype). */
+CAtom *match_bind(Lower *L, Pat **pats, CAtom **vals, int n, Type *rtype, Loc loc,
+                  CBlock *b, LowerCont k, void *ctx);
 
 /* Lowering from the typed AST, monomorphising from main and the exports:
  * each polymorphic def is copied per instance type. */
@@ -799,9 +1117,14 @@ void core_simplify(CProgram *p, int opt_level);
  * codegen — Core IR to LLVM IR (the only files that include llvm-c/)
  * ======================================================================== */
 
+typedef struct Options Options; /* driver section */
+
 /* Compiles the program to an object file, an executable, or prints LLVM IR /
  * assembly, according to dcc_options. Returns false after reporting errors. */
 bool codegen_program(CProgram *p, const Options *o);
+/* dcc run: compiles to a temporary executable, runs it with o->run_args,
+ * removes it; returns the program's exit status (1 when it did not build). */
+int codegen_run(CProgram *p, const Options *o);
 
 /* ========================================================================
  * driver

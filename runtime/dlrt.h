@@ -92,6 +92,10 @@ DL_API const char *dl_dtype_name(int32_t dtype);
  * Errors: rank outside 0..DL_MAX_RANK, a negative dimension, a size that
  * overflows, out of memory. */
 DL_API dl_array *dl_array_new(int32_t dtype, int32_t rank, const int64_t *shape);
+/* Raises the error dl_array_new would raise for this shape (rank, negative
+ * dimension, size), with the source position: for generated code that
+ * builds arrays from user-supplied shapes (`zeros n`). */
+DL_API void dl_check_shape(int32_t rank, const int64_t *shape, const dl_srcloc *loc);
 /* As dl_array_new, every byte zero (0.0, 0, false). */
 DL_API dl_array *dl_array_zeros(int32_t dtype, int32_t rank, const int64_t *shape);
 /* An uninitialised DL_BYTES array whose elements are elem_size bytes (>= 1). */
@@ -238,6 +242,22 @@ DL_API dl_array *dl_outer(const dl_array *x, const dl_array *y, const dl_srcloc 
 /* Reverses the axes (NumPy's default transpose): [m,n] -> [n,m]; rank 0 and 1
  * give the same array back (one more reference). Any dtype. */
 DL_API dl_array *dl_transpose(const dl_array *a, const dl_srcloc *loc);
+
+/* Dense linear algebra through LAPACK (the copy built into OpenBLAS), for
+ * DL's det, inv, solve and cholesky. A: square [n,n], DL_F64 or DL_F32 (the
+ * work is done in double; results have A's dtype). Errors: other shapes or
+ * dtypes, "'inv': the matrix is singular" (an exact zero pivot in the LU
+ * factorisation with partial pivoting, xGETRF). */
+/* The determinant, from the LU factorisation: the product of U's diagonal,
+ * negated once per row interchange (0.0 for an exactly singular matrix). */
+DL_API double dl_det(const dl_array *a, const dl_srcloc *loc);
+/* The inverse (xGETRF, then xGETRS against the identity). */
+DL_API dl_array *dl_inv(const dl_array *a, const dl_srcloc *loc);
+/* x with A x = b, b [n] or [n,k] of A's dtype (xGETRF, xGETRS). */
+DL_API dl_array *dl_solve(const dl_array *a, const dl_array *b, const dl_srcloc *loc);
+/* The lower-triangular L with A = L L^T (xPOTRF), for A symmetric positive
+ * definite; only A's lower triangle is read. Error: "not positive definite". */
+DL_API dl_array *dl_cholesky(const dl_array *a, const dl_srcloc *loc);
 
 /* ------------------------------------------------------------------ files */
 

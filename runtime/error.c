@@ -14,9 +14,12 @@ static _Thread_local dl_srcloc err_loc;
 static _Thread_local jmp_buf *traps[MAX_TRAPS];
 static _Thread_local int ntraps;
 
+/* Formatted apart first: an argument may be dl_last_error() itself. */
 void dlrt_error_setv(const char *fmt, va_list ap)
 {
-    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    char tmp[MSG_SIZE];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    memcpy(err_msg, tmp, sizeof tmp);
 }
 
 void dlrt_error_set(const char *fmt, ...)

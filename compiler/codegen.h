@@ -1,0 +1,187 @@
+/* codegen.h — private interface between codegen.c, codegen_array.c and
+ * codegen_print.c (the only files of dcc that include llvm-c/). The value
+ * representation and the ownership rules are described at the top of
+ * codegen.c. */
+#ifndef DCC_CODEGEN_H
+#define DCC_CODEGEN_H
+
+#include "dcc.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+
+/* What codegen knows about one ground type (cached per canonical key). */
+typedef struct CgType {
+    const char *key;      /* interned canonical spelling */
+    Type *type;           /* a normalised representative */
+    LLVMTypeRef ll;       /* value type */
+    bool rc;              /* holds references that need retain/release */
+    LLVMValueRef release; /* void (T) helper, or NULL until made */
+    LLVMValueRef retain;  /* void (T) helper */
+    LLVMValueRef print;   /* void (T, i32 nested) helper */
+    LLVMValueRef eq;      /* i1 (T, T) helper */
+    LLVMValueRef *nullary; /* variant: immortal cells of nullary constructors */
+} CgType;
+
+/* A top-level function or an anonymous function being compiled. */
+typedef struct CgFun {
+    LLVMValueRef fn;
+    LLVMTypeRef fty;
+    LLVMMetadataRef sp; /* debug info subprogram (NULL without -g) */
+} CgFun;
+
+typedef struct CgPending CgPending;
+
+/* The state of one block being emitted: the variables it owns. */
+typedef struct CgScope {
+    struct CgScope *up;
+    int serial;
+    int cur;          /* index of the binding being emitted */
+    CExpr *cur_expr;  /* the expression of that binding */
+} CgScope;
+
+enum { CG_NONE = 0, CG_OWNED, CG_GONE }; /* Cg.vstate */
+
+typedef struct Cg {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMTargetMachineRef tm;
+    LLVMTargetDataRef td;
+    const Options *opt;
+    CProgram *prog;
+
+    LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr, t_key;
+    LLVMTypeRef t_array;  /* struct dl_array */
+    LLVMTypeRef t_srcloc; /* struct dl_srcloc */
+
+    /* per variable (indexed by CVar.id) */
+    LLVMValueRef *val;
+    int *owner, *last, *mark;
+    unsigned char *vstate;
+    int stamp;
+    int nvar;
+    int serial;
+    CgScope *scope;
+
+    /* current function */
+    LLVMValueRef fn;
+    LLVMBasicBlockRef entry; /* allocas go here */
+    LLVMMetadataRef sp;      /* its subprogram */
+
+    CgFun *funs;          /* parallel to prog->funs */
+    CgPending *pending;   /* lambdas whose bodies are still to emit */
+
+    /* caches (open hashing on interned keys) */
+    void **map_keys, **map_vals;
+    int map_cap, map_len;
+
+    /* debug info */
+    LLVMDIBuilderRef dib;
+    LLVMMetadataRef di_cu, di_file;
+    int nerrors;
+} Cg;
+
+/* ---- codegen.c: types, helpers, ownership */
+Type *cg_norm(Type *t);                 /* resolves links, flattens [][]a */
+CgType *cg_tinfo(Cg *cg, Type *t);
+LLVMTypeRef cg_type(Cg *cg, Type *t);
+bool cg_is_rc(Cg *cg, Type *t);
+/* Field types of a record, constructor argument types of a variant (NULL for
+ * nullary), instantiated at the type's arguments. */
+Type *cg_record_field(Type *t, int i);
+Type *cg_con_arg(Type *t, int con);
+int64_t cg_sizeof(Cg *cg, LLVMTypeRef t);
+
+void *cg_map_get(Cg *cg, const void *key);
+void cg_map_put(Cg *cg, const void *key, void *val);
+
+LLVMValueRef cg_rt(Cg *cg, const char *name, LLVMTypeRef *fty); /* runtime function */
+LLVMValueRef cg_call_rt(Cg *cg, const char *name, LLVMValueRef *args, int n);
+LLVMValueRef cg_srcloc(Cg *cg, Loc loc);  /* pointer to a constant dl_srcloc */
+LLVMValueRef cg_cstr(Cg *cg, const char *s); /* pointer to a private C string */
+LLVMValueRef cg_const_string(Cg *cg, const char *s); /* a DL string constant */
+LLVMValueRef cg_i64(Cg *cg, int64_t v);
+LLVMValueRef cg_i32(Cg *cg, int32_t v);
+LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef t, const char *name);
+LLVMValueRef cg_unit(Cg *cg);
+LLVMValueRef cg_malloc(Cg *cg, LLVMValueRef size);
+void cg_free(Cg *cg, LLVMValueRef p);
+LLVMBasicBlockRef cg_block(Cg *cg, const char *name);
+LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMTypeRef *types, int ntypes,
+                          LLVMValueRef *args, int nargs);
+LLVMValueRef cg_call(Cg *cg, LLVMValueRef fn, LLVMValueRef *args, int n);
+
+void cg_retain(Cg *cg, Type *t, LLVMValueRef v);
+void cg_release(Cg *cg, Type *t, LLVMValueRef v);
+
+/* Helper functions are generated with the builder saved and restored. */
+typedef struct CgSaved {
+    LLVMBasicBlockRef block;
+    LLVMValueRef fn;
+    LLVMBasicBlockRef entry;
+    LLVMMetadataRef sp;
+    LLVMMetadataRef dloc;
+} CgSaved;
+LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef fty, CgSaved *saved);
+void cg_helper_end(Cg *cg, CgSaved *saved);
+
+LLVMValueRef cg_key_to_i64(Cg *cg, LLVMValueRef k); /* dl_key as passed to C */
+/* Binds a variable to a (borrowed) value. */
+void cg_set_var(Cg *cg, CVar *v, LLVMValueRef x);
+/* Operands of the expression being emitted. */
+LLVMValueRef cg_atom(Cg *cg, CAtom *a);
+/* An owned reference to the atom's value: moves an owned variable at its last
+ * use, otherwise retains. */
+LLVMValueRef cg_take(Cg *cg, CAtom *a);
+/* Emits a block; pre-owned variables (loop state) are released by it. The
+ * result is owned. */
+LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **preowned, int npre);
+/* Scalar primitive on scalar operands (also the body of elementwise loops). */
+LLVMValueRef cg_scalar_prim(Cg *cg, Prim op, int64_t imm, Type *rt, Type **at,
+                            LLVMValueRef *v, int n, Loc loc);
+/* Calls a closure value with one argument; the result is owned. */
+LLVMValueRef cg_apply_closure(Cg *cg, Type *fty, LLVMValueRef clo, LLVMValueRef arg);
+/* Structural equality of two values of type t. */
+LLVMValueRef cg_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
+/* Refcounted strings: a pointer to the characters, the count 8 bytes before. */
+LLVMValueRef cg_string_new(Cg *cg, LLVMValueRef len); /* uninitialised, NUL at len */
+/* Loops over 0..n-1 with i64 counter; cg_loop_end closes the loop. */
+typedef struct CgLoop {
+    LLVMBasicBlockRef head, body, exit;
+    LLVMValueRef slot, i;
+} CgLoop;
+LLVMValueRef cg_loop_begin(Cg *cg, CgLoop *l, LLVMValueRef lo, LLVMValueRef n);
+void cg_loop_end(Cg *cg, CgLoop *l);
+void cg_error(Cg *cg, Loc loc, const char *msg); /* raises a run-time error */
+
+/* ---- codegen_array.c */
+int cg_dtype(Type *elem);                 /* DL_F64 ... DL_BYTES */
+LLVMValueRef cg_arr_field(Cg *cg, LLVMValueRef a, int field); /* loaded */
+LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a);
+LLVMValueRef cg_arr_dim(Cg *cg, LLVMValueRef a, LLVMValueRef axis);
+LLVMValueRef cg_arr_dimk(Cg *cg, LLVMValueRef a, int axis);
+LLVMValueRef cg_arr_size(Cg *cg, LLVMValueRef a);
+/* A new array of element type elem with rank dims (i64 values). */
+LLVMValueRef cg_arr_new(Cg *cg, Type *elem, int rank, LLVMValueRef *dims);
+LLVMValueRef cg_elem_load(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i);
+void cg_elem_store(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i, LLVMValueRef v);
+LLVMValueRef cg_array_prim(Cg *cg, CExpr *e);
+LLVMValueRef cg_soac(Cg *cg, CExpr *e);
+bool cg_prim_is_array(CExpr *e);
+void cg_array_release_elems(Cg *cg, Type *elem, LLVMValueRef arr);
+void cg_array_retain_elems(Cg *cg, Type *elem, LLVMValueRef arr);
+LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
+/* Element type and rank of an array type. */
+Type *cg_elem(Type *t);
+int cg_rank(Type *t);
+
+/* ---- codegen_print.c */
+/* Prints v of type t; nested: strings quoted (inside other values). */
+void cg_print(Cg *cg, Type *t, LLVMValueRef v, bool nested);
+/* The printed form of v as a new DL string (show). */
+LLVMValueRef cg_show(Cg *cg, Type *t, LLVMValueRef v);
+
+#endif /* DCC_CODEGEN_H */
