@@ -372,6 +372,15 @@ static Binding *bindings[B__COUNT];
 static Binding *op_bindings[OP__COUNT];
 static Arena *bindings_arena;
 
+/* Forgets the bindings: the arena they live in is about to be freed
+ * (typecheck_reset). */
+void builtins_reset(void)
+{
+    memset(bindings, 0, sizeof bindings);
+    memset(op_bindings, 0, sizeof op_bindings);
+    bindings_arena = NULL;
+}
+
 static void reset_if_new_arena(void)
 {
     if (bindings_arena != dcc_arena) {

@@ -194,7 +194,8 @@ CAtom *core_atom_float(double v, Type *t)
     CAtom *a = NEW(CAtom);
     a->kind = CA_FLOAT;
     a->type = t ? t : type_float();
-    a->u.fval = v;
+    /* an f32 literal holds a value of single precision */
+    a->u.fval = type_resolve(a->type)->kind == TY_F32 ? (double)(float)v : v;
     return a;
 }
 

@@ -783,7 +783,13 @@ char *types_scheme_string(Binding *b);
  *  - A def `def f p1 .. pn` is a CFun with n parameters (0 for a constant
  *    `def xs = ...`, called with no arguments); a parameter pattern is taken
  *    apart at the start of the body. Lowering emits no CA_FUN atoms yet
- *    (a def used as a value becomes a CE_LAMBDA wrapping a CE_CALL).
+ *    (a def used as a value becomes a CE_LAMBDA wrapping a CE_CALL). A
+ *    constant def's body runs at each use (no globals in Core yet).
+ *  - Names: one CFun per (def, instance): `f`, `f_1`, ...; exports
+ *    `<module>_<name>` (is_export); `main` (is_main); lifted `let rec`s by
+ *    their name (is_lifted); rules `<f>_jvp` / `<f>_vjp`; helpers `eq_<type>`
+ *    (is_helper). All names are C identifiers, unique in the program.
+ *  - `a && b`, `a || b` are CE_IF with b evaluated in its branch only.
  *  - CE_LOOP: args[0] init, args[1] the count n (LOOP_FOR); `state` is bound
  *    in cond and body, `ivar` (int) in body; both blocks start by taking the
  *    state pattern apart. The loop's value is the final state.
@@ -926,7 +932,8 @@ struct CAtom {
     union {
         CVar *var;
         int64_t ival;     /* CA_INT, CA_BOOL */
-        double fval;      /* CA_FLOAT (type float or f32) */
+        double fval;      /* CA_FLOAT (type float or f32; an f32 one holds a
+                             value representable in single precision) */
         const char *sval; /* CA_STRING */
         CFun *fun;        /* CA_FUN: a top-level function used as a value */
     } u;
@@ -1112,6 +1119,19 @@ bool core_verify(CProgram *p);
 /* simplify.c: inline, beta, let-float, CSE, DCE, constant folding,
  * algebraic identities, map fusion; to a fixed point. */
 void core_simplify(CProgram *p, int opt_level);
+
+/* ========================================================================
+ * ad — the derivative stages (ad.c, ad_forward.c, ad_taylor.c, ad_reverse.c)
+ *
+ * Source-to-source: every CE_DERIV (jvp, grad, jet, ...) is replaced by
+ * ordinary Core IR, innermost first, before simplification; the result is
+ * printable as DL with --emit=ad. Forms not yet supported are reported as
+ * errors at their position ("... is not implemented yet").
+ * ======================================================================== */
+
+/* Expands all derivative forms of the program; returns false after
+ * reporting errors. */
+bool ad_transform_program(CProgram *p);
 
 /* ========================================================================
  * codegen — Core IR to LLVM IR (the only files that include llvm-c/)

@@ -85,7 +85,7 @@ static void parse_args(int argc, char **argv)
             printf("dcc %s, the DL compiler\n", PACKAGE_VERSION);
             printf("llvm: %s\n", LLVM_VERSION_STRING);
             printf("stdlib: %s\n", module_stdlib_dir());
-            printf("codegen: no\n");
+            printf("codegen: yes\n");
             exit(0);
         } else if (strcmp(a, "-o") == 0) {
             if (++i >= argc)
@@ -199,6 +199,26 @@ int main(int argc, char **argv)
         types_dump_module(stdout, root);
         return finish();
     }
-    fprintf(stderr, "dcc: error: code generation is not built yet: this dcc stops after type checking (use --emit=types)\n");
-    return 1;
+    CProgram *prog = core_lower_program(&order, root);
+    if (!prog || diag_error_count())
+        return finish();
+    if (o->emit == EMIT_CORE) {
+        core_print_program(stdout, prog);
+        return finish();
+    }
+    if (!ad_transform_program(prog) || diag_error_count())
+        return finish();
+    if (o->emit == EMIT_AD) {
+        core_print_program(stdout, prog); /* until the DL printer of Core exists */
+        return finish();
+    }
+    core_simplify(prog, o->opt_level);
+    if (diag_error_count())
+        return finish();
+    if (o->run) {
+        fflush(stdout);
+        return codegen_run(prog, o);
+    }
+    codegen_program(prog, o);
+    return finish();
 }

@@ -178,6 +178,10 @@ static CAtom *fold_lits(CExpr *e)
         if (b && type_is(b->type, TY_F32) != f32)
             return NULL;
         double x = a->u.fval, y = b ? b->u.fval : 0, r;
+        if (f32) { /* operands of single precision, whatever their origin */
+            x = (double)(float)x;
+            y = (double)(float)y;
+        }
         Type *ft = f32 ? type_f32() : type_float();
         switch (op) {
         case P_ADD: r = x + y; break;

@@ -25,17 +25,35 @@ static Type *mk(TypeKind k)
     return t;
 }
 
-#define SINGLETON(fn, K)                                                      \
-    Type *fn(void)                                                            \
-    {                                                                         \
-        static Type *t;                                                       \
-        static Arena *owner;                                                  \
-        if (!t || owner != dcc_arena) {                                       \
-            t = mk(K);                                                        \
-            owner = dcc_arena;                                                \
-        }                                                                     \
-        return t;                                                             \
+/* The scalar types are one node each per compilation (cached; forgotten
+ * by types_reset, and when the arena changes). */
+static Type *singletons[TY_ERROR + 1];
+static Arena *singletons_arena;
+
+static Type *singleton(TypeKind k)
+{
+    if (singletons_arena != dcc_arena) {
+        memset(singletons, 0, sizeof singletons);
+        singletons_arena = dcc_arena;
     }
+    if (!singletons[k])
+        singletons[k] = mk(k);
+    return singletons[k];
+}
+
+/* Forgets the cached nodes and the counters: the arena they live in is
+ * about to be freed (typecheck_reset). */
+void types_reset(void)
+{
+    memset(singletons, 0, sizeof singletons);
+    singletons_arena = NULL;
+    type_bind_count = 0;
+    next_var_id = 0;
+    memset(&failure, 0, sizeof failure);
+}
+
+#define SINGLETON(fn, K)                                                      \
+    Type *fn(void) { return singleton(K); }
 SINGLETON(type_int, TY_INT)
 SINGLETON(type_float, TY_FLOAT)
 SINGLETON(type_f32, TY_F32)
@@ -635,7 +653,7 @@ static void print_prec(TypePrinter *p, StrBuf *b, Type *t, int prec)
             bool wrap = a->kind == TY_ARRAY || a->kind == TY_TUPLE;
             if (wrap)
                 sb_putc(b, '(');
-            print_prec(p, b, a, 2);
+            print_prec(p, b, a, 1); /* 'a option option */
             if (wrap)
                 sb_putc(b, ')');
             sb_putc(b, ' ');
