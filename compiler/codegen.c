@@ -484,6 +484,33 @@ LLVMValueRef cg_rt(Cg *cg, const char *name, LLVMTypeRef *fty)
     return f;
 }
 
+/* TBAA (LLVM LangRef, "tbaa" metadata): a root and one scalar type per kind
+ * of memory the generated code touches; distinct kinds do not alias, so the
+ * data pointer and shape of an array stay in registers across the stores of
+ * a loop over its elements. */
+static void tbaa_init(Cg *cg)
+{
+    LLVMMetadataRef root_s = LLVMMDStringInContext2(cg->ctx, "dcc tbaa", 8);
+    LLVMMetadataRef root = LLVMMDNodeInContext2(cg->ctx, &root_s, 1);
+    static const char *names[] = {"dl_array header", "double", "float", "long", "bool", "cell"};
+    LLVMMetadataRef zero = LLVMValueAsMetadata(LLVMConstInt(cg->t_i64, 0, 0));
+    for (int k = 0; k < 6; k++) {
+        LLVMMetadataRef nm = LLVMMDStringInContext2(cg->ctx, names[k], strlen(names[k]));
+        LLVMMetadataRef ty_ops[3] = {nm, root, zero};
+        LLVMMetadataRef ty = LLVMMDNodeInContext2(cg->ctx, ty_ops, 3);
+        LLVMMetadataRef tag_ops[3] = {ty, ty, zero};
+        cg->tbaa[k] = LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, tag_ops, 3));
+    }
+    cg->tbaa_kind = LLVMGetMDKindIDInContext(cg->ctx, "tbaa", 4);
+}
+
+LLVMValueRef cg_tbaa(Cg *cg, LLVMValueRef inst, int kind)
+{
+    if (kind >= 0)
+        LLVMSetMetadata(inst, cg->tbaa_kind, cg->tbaa[kind]);
+    return inst;
+}
+
 LLVMValueRef cg_call(Cg *cg, LLVMValueRef fn, LLVMValueRef *args, int n)
 {
     LLVMTypeRef ft = LLVMGlobalGetValueType(fn);
@@ -2517,6 +2544,7 @@ static bool cg_init(Cg *cg, CProgram *p, const Options *o)
     cg->t_srcloc = LLVMStructCreateNamed(cg->ctx, "struct.dl_srcloc");
     LLVMStructSetBody(cg->t_srcloc, lf, 3, 0);
 
+    tbaa_init(cg);
     if (o->debug_info) {
         cg->dib = LLVMCreateDIBuilder(cg->mod);
         const char *in = o->input && strcmp(o->input, "-") != 0 ? o->input : "<stdin>";

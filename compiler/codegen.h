@@ -78,11 +78,19 @@ typedef struct Cg {
     void **map_keys, **map_vals;
     int map_cap, map_len;
 
+    /* type-based alias analysis: array headers never alias elements */
+    LLVMValueRef tbaa[6]; /* CG_TBAA_* */
+    unsigned tbaa_kind;
+
     /* debug info */
     LLVMDIBuilderRef dib;
     LLVMMetadataRef di_cu, di_file;
     int nerrors;
 } Cg;
+
+enum { CG_TBAA_HEADER, CG_TBAA_F64, CG_TBAA_F32, CG_TBAA_I64, CG_TBAA_BOOL, CG_TBAA_CELL };
+/* Tags a load or store with a TBAA access type (returns inst). */
+LLVMValueRef cg_tbaa(Cg *cg, LLVMValueRef inst, int kind);
 
 /* ---- codegen.c: types, helpers, ownership */
 Type *cg_norm(Type *t);                 /* resolves links, flattens [][]a */

@@ -41,7 +41,8 @@ LLVMValueRef cg_arr_field(Cg *cg, LLVMValueRef a, int field)
 {
     static const int is64[] = {1, 0, 0, 1, 1, 1, 0};
     LLVMTypeRef t = field == F_DATA ? cg->t_ptr : is64[field] ? cg->t_i64 : cg->t_i32;
-    return LLVMBuildLoad2(cg->b, t, LLVMBuildStructGEP2(cg->b, cg->t_array, a, (unsigned)field, ""), "");
+    return cg_tbaa(cg, LLVMBuildLoad2(cg->b, t, LLVMBuildStructGEP2(cg->b, cg->t_array, a, (unsigned)field, ""), ""),
+                   CG_TBAA_HEADER);
 }
 
 LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, F_DATA); }
@@ -55,7 +56,7 @@ static LLVMValueRef shape_ptr(Cg *cg, LLVMValueRef a)
 LLVMValueRef cg_arr_dim(Cg *cg, LLVMValueRef a, LLVMValueRef axis)
 {
     LLVMValueRef p = LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, a), &axis, 1, "");
-    return LLVMBuildLoad2(cg->b, cg->t_i64, p, "dim");
+    return cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, p, "dim"), CG_TBAA_HEADER);
 }
 
 LLVMValueRef cg_arr_dimk(Cg *cg, LLVMValueRef a, int axis) { return cg_arr_dim(cg, a, cg_i64(cg, axis)); }
@@ -72,9 +73,21 @@ static LLVMValueRef elem_ptr(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef
     return LLVMBuildInBoundsGEP2(cg->b, mem_type(cg, elem), data, &i, 1, "");
 }
 
+static int elem_tbaa(Type *elem)
+{
+    switch (cg_norm(elem)->kind) {
+    case TY_FLOAT: return CG_TBAA_F64;
+    case TY_F32: return CG_TBAA_F32;
+    case TY_INT: return CG_TBAA_I64;
+    case TY_BOOL: return CG_TBAA_BOOL;
+    default: return -1;
+    }
+}
+
 LLVMValueRef cg_elem_load(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i)
 {
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, mem_type(cg, elem), elem_ptr(cg, elem, data, i), "");
+    LLVMValueRef v = cg_tbaa(cg, LLVMBuildLoad2(cg->b, mem_type(cg, elem), elem_ptr(cg, elem, data, i), ""),
+                             elem_tbaa(elem));
     if (cg_norm(elem)->kind == TY_BOOL)
         v = LLVMBuildICmp(cg->b, LLVMIntNE, v, LLVMConstInt(cg->t_i8, 0, 0), "");
     return v;
@@ -84,7 +97,7 @@ void cg_elem_store(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i, LLVMVa
 {
     if (cg_norm(elem)->kind == TY_BOOL)
         v = LLVMBuildZExt(cg->b, v, cg->t_i8, "");
-    LLVMBuildStore(cg->b, v, elem_ptr(cg, elem, data, i));
+    cg_tbaa(cg, LLVMBuildStore(cg->b, v, elem_ptr(cg, elem, data, i)), elem_tbaa(elem));
 }
 
 /* A shape buffer of DL_MAX_RANK entries holding dims. */
@@ -1580,8 +1593,10 @@ LLVMValueRef cg_soac(Cg *cg, CExpr *e)
         cg_loop_end(cg, &l);
         /* shrink the header: the block stays, only the shape changes */
         LLVMValueRef c2 = LLVMBuildLoad2(cg->b, cg->t_i64, cnt, "");
-        LLVMBuildStore(cg->b, c2, LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, out), (LLVMValueRef[]){cg_i64(cg, 0)}, 1, ""));
-        LLVMBuildStore(cg->b, LLVMBuildMul(cg->b, c2, m, ""), LLVMBuildStructGEP2(cg->b, cg->t_array, out, F_SIZE, ""));
+        cg_tbaa(cg, LLVMBuildStore(cg->b, c2, LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, out), (LLVMValueRef[]){cg_i64(cg, 0)}, 1, "")),
+                CG_TBAA_HEADER);
+        cg_tbaa(cg, LLVMBuildStore(cg->b, LLVMBuildMul(cg->b, c2, m, ""), LLVMBuildStructGEP2(cg->b, cg->t_array, out, F_SIZE, "")),
+                CG_TBAA_HEADER);
         return out;
     }
     }

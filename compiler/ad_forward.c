@@ -1,0 +1,2 @@
+/* ad_forward.c — (being written) */
+#include "dcc.h"

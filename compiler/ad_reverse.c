@@ -1,0 +1,2 @@
+/* ad_reverse.c — (being written) */
+#include "dcc.h"

@@ -1,0 +1,2 @@
+/* ad_taylor.c — (being written) */
+#include "dcc.h"
