@@ -12,7 +12,7 @@
  *   reshape 's 'a 'b | reduce_all CLASS 'a 'e | drop_axis CLASS 'a 'b [SCALAR]
  *   rank_in N M CLASS 'a [SCALAR] | one_hot 'a 'b | hessian 'a 'b
  *   compose 'a 'b 'c */
-#include "dcc.h"
+#include "typecheck.h"
 
 #include <ctype.h>
 #include <stdlib.h>

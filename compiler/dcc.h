@@ -745,6 +745,10 @@ Type *builtin_parse_type(const char *src, int level, const char **names, Type **
 /* Type-checks all modules in dependency order. Reports every error it
  * finds; returns the number of errors. Fills Expr.type, Pat.type, bindings. */
 int typecheck_program(Vec *modules);
+/* Forgets what the checker caches across compilations (scalar type nodes,
+ * the built-ins' schemes, counters): call before the arena they live in is
+ * freed (module_reset does). */
+void typecheck_reset(void);
 
 /* --emit=types: each top-level def with its inferred type scheme. */
 void types_dump_module(FILE *out, Module *m);

@@ -145,6 +145,19 @@ static void parse_args(int argc, char **argv)
     }
 }
 
+/* With DCC_VERIFY set (the test suite sets it), checks the Core IR's
+ * invariants after each stage; a broken invariant is a compiler bug. */
+static void verify(CProgram *p, const char *after)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DCC_VERIFY");
+        on = v && *v && strcmp(v, "0") != 0;
+    }
+    if (on && !core_verify(p))
+        fatal("internal error: the Core IR is malformed after %s", after);
+}
+
 static int finish(void)
 {
     fflush(stdout);
@@ -202,17 +215,25 @@ int main(int argc, char **argv)
     CProgram *prog = core_lower_program(&order, root);
     if (!prog || diag_error_count())
         return finish();
+    verify(prog, "lowering");
     if (o->emit == EMIT_CORE) {
         core_print_program(stdout, prog);
         return finish();
     }
+    /* Simplifying first exposes closures and learner plumbing to the AD
+     * stages as direct code; the result is simplified again below. */
+    if (o->opt_level > 0)
+        core_simplify(prog, o->opt_level);
+    verify(prog, "the simplifier");
     if (!ad_transform_program(prog) || diag_error_count())
         return finish();
+    verify(prog, "the AD stages");
     if (o->emit == EMIT_AD) {
         core_print_program(stdout, prog); /* until the DL printer of Core exists */
         return finish();
     }
     core_simplify(prog, o->opt_level);
+    verify(prog, "the simplifier");
     if (diag_error_count())
         return finish();
     if (o->run) {

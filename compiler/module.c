@@ -63,7 +63,7 @@ const char *module_stdlib_dir(void)
             char *cand = arena_printf(dcc_arena, "%s/../share/dcc/std", exe);
             if (is_file(arena_printf(dcc_arena, "%s/prelude.dl", cand)) &&
                 strcmp(exe, DCC_BUILDDIR "/compiler") != 0)
-                return stdlib_dir = cand;
+                return stdlib_dir = intern(cand); /* outlives the arena */
         }
     }
     const char *src = DCC_SRCDIR "/stdlib";
@@ -251,4 +251,5 @@ void module_reset(void)
     }
     vec_free(&loaded);
     diag_forget_files();
+    typecheck_reset();
 }

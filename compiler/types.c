@@ -8,7 +8,7 @@
  * never an array, so unifying []'a with [][]float binds 'a := []float
  * ("rank arithmetic"), which is what makes `map` over the rows of a matrix
  * typeable with map : ('a -> 'b) -> []'a -> []'b. */
-#include "dcc.h"
+#include "typecheck.h"
 
 #include <string.h>
 
