@@ -1137,10 +1137,15 @@ static void var_room(Cg *cg, int id)
     cg->owner = xrealloc(cg->owner, sizeof *cg->owner * (size_t)n);
     cg->last = xrealloc(cg->last, sizeof *cg->last * (size_t)n);
     cg->mark = xrealloc(cg->mark, sizeof *cg->mark * (size_t)n);
+    cg->ucount = xrealloc(cg->ucount, sizeof *cg->ucount * (size_t)n);
+    cg->direct = xrealloc(cg->direct, sizeof *cg->direct * (size_t)n);
+    cg->defer = xrealloc(cg->defer, sizeof *cg->defer * (size_t)n);
     cg->vstate = xrealloc(cg->vstate, (size_t)n);
     for (int i = cg->nvar; i < n; i++) {
         cg->val[i] = NULL;
-        cg->owner[i] = cg->last[i] = cg->mark[i] = 0;
+        cg->owner[i] = cg->last[i] = cg->mark[i] = cg->ucount[i] = 0;
+        cg->direct[i] = -1;
+        cg->defer[i] = NULL;
         cg->vstate[i] = CG_NONE;
     }
     cg->nvar = n;
@@ -1263,6 +1268,13 @@ LLVMValueRef cg_take(Cg *cg, CAtom *a)
     return v;
 }
 
+static void count_block_use(Walk *w, CVar *v)
+{
+    var_room(w->cg, v->id);
+    if (w->cg->owner[v->id] == w->serial)
+        w->cg->ucount[v->id]++;
+}
+
 static void last_use(Walk *w, CVar *v)
 {
     var_room(w->cg, v->id);
@@ -1298,9 +1310,52 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
         cg->last[v->id] = -1;
         cg->vstate[v->id] = CG_NONE;
     }
+    /* loop fusion: a producer used once, directly by a later binding that
+     * can compute it per element, is emitted inside that binding's loop;
+     * nothing with an effect may come between the two. */
+    int *eff = xmalloc(sizeof(int) * (size_t)(b->nbinds + 1));
+    int *consumer = xmalloc(sizeof(int) * (size_t)(b->nbinds + 1));
+    {
+        Walk cw = {.cg = cg, .use = count_block_use, .serial = sc.serial};
+        for (int i = 0; i < b->nbinds; i++) {
+            CVar *v = b->binds[i].var;
+            cg->ucount[v->id] = 0;
+            cg->direct[v->id] = -1;
+            cg->defer[v->id] = NULL;
+        }
+        for (int i = 0; i < b->nbinds; i++) {
+            walk_expr(&cw, b->binds[i].e);
+            CExpr *e = b->binds[i].e;
+            for (int k = 0; k < e->nargs; k++)
+                if (e->args[k]->kind == CA_VAR && cg->owner[e->args[k]->u.var->id] == sc.serial)
+                    cg->direct[e->args[k]->u.var->id] = i;
+        }
+        walk_atom(&cw, b->result);
+        for (int j = b->nbinds - 1; j >= 0; j--) {
+            CVar *v = b->binds[j].var;
+            CExpr *e = b->binds[j].e;
+            consumer[j] = -1;
+            int k = cg->direct[v->id];
+            if (cg->opt->opt_level <= 0 || cg->ucount[v->id] != 1 || k <= j || !cg_producer(e) ||
+                !cg_fusable(e, b->binds[k].e, v))
+                continue;
+            bool ok = true;
+            for (int m = j + 1; m < k && ok; m++) {
+                CExpr *x = b->binds[m].e;
+                ok = x->kind == CE_ATOM || cg->defer[b->binds[m].var->id] ||
+                     (x->kind == CE_PRIM && !(core_prims[x->u.prim.op].flags & PRIM_EFFECT));
+            }
+            if (!ok)
+                continue;
+            cg->defer[v->id] = e;
+            consumer[j] = k;
+        }
+        for (int j = b->nbinds - 1; j >= 0; j--)
+            eff[j] = consumer[j] >= 0 ? eff[consumer[j]] : j;
+    }
     Walk w = {.cg = cg, .use = last_use, .serial = sc.serial};
     for (int i = 0; i < b->nbinds; i++) {
-        w.i = i;
+        w.i = eff[i];
         walk_expr(&w, b->binds[i].e);
     }
     w.i = b->nbinds; /* used by the result: moved, never released here */
@@ -1327,6 +1382,8 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
     cg->scope = &sc;
     for (int i = 0; i < b->nbinds; i++) {
         CBind *bd = &b->binds[i];
+        if (consumer[i] >= 0)
+            continue; /* computed by its consumer */
         sc.cur = i;
         sc.cur_expr = bd->e;
         set_loc(cg, bd->e->loc);
@@ -1356,6 +1413,8 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
     for (int i = 0; i <= b->nbinds; i++)
         vec_free(&bucket[i]);
     free(bucket);
+    free(eff);
+    free(consumer);
     cg->scope = sc.up;
     return r;
 }
@@ -2574,6 +2633,9 @@ static void cg_dispose(Cg *cg)
     free(cg->owner);
     free(cg->last);
     free(cg->mark);
+    free(cg->ucount);
+    free(cg->direct);
+    free(cg->defer);
     free(cg->vstate);
     free(cg->map_keys);
     free(cg->map_vals);

@@ -59,7 +59,8 @@ typedef struct Cg {
 
     /* per variable (indexed by CVar.id) */
     LLVMValueRef *val;
-    int *owner, *last, *mark;
+    int *owner, *last, *mark, *ucount, *direct;
+    CExpr **defer; /* producers computed inside their consumer's loop */
     unsigned char *vstate;
     int stamp;
     int nvar;
@@ -177,6 +178,9 @@ LLVMValueRef cg_arr_new(Cg *cg, Type *elem, int rank, LLVMValueRef *dims);
 LLVMValueRef cg_elem_load(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i);
 void cg_elem_store(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i, LLVMValueRef v);
 LLVMValueRef cg_array_prim(Cg *cg, CExpr *e);
+/* Loop fusion: may e be computed inside its only consumer, and may that be c? */
+bool cg_producer(CExpr *e);
+bool cg_fusable(CExpr *p, CExpr *c, CVar *v);
 LLVMValueRef cg_soac(Cg *cg, CExpr *e);
 bool cg_prim_is_array(CExpr *e);
 void cg_array_release_elems(Cg *cg, Type *elem, LLVMValueRef arr);

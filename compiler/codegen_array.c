@@ -447,156 +447,524 @@ static const char *op_spell(Prim op)
     }
 }
 
-static LLVMValueRef elementwise(Cg *cg, CExpr *e)
+/* ------------------------------------------------------------ fused loops
+ *
+ * Elementwise primitives, iota, and map over vectors with scalar results
+ * are computed inside the loop of the operation that consumes them when the
+ * consumer is their only use (cg_emit_block decides, see cg_fusable): an
+ * expression tree (GNode) is evaluated per element of the result, reading
+ * the materialised arrays at its leaves. The shape of the result is the
+ * broadcast of the shapes of all leaves, which is the shape the unfused
+ * operations would give (broadcasting composes), so `sum (x * y)`,
+ * `0.5 * x + y` and `sum (map f (iota n))` are each a single loop. */
+
+enum { G_LEAF, G_IOTA, G_SCALAR, G_PRIM, G_MAP };
+
+typedef struct GNode GNode;
+struct GNode {
+    int kind;
+    Type *elem;          /* the scalar type of its elements */
+    int rank;            /* G_LEAF, G_IOTA: static rank of the source */
+    LLVMValueRef val;    /* G_LEAF: the array; G_IOTA: n; G_SCALAR: the value */
+    CExpr *e;            /* G_PRIM, G_MAP */
+    GNode *kid[8];
+    int nkid;
+    /* loop state of sources */
+    LLVMValueRef data, shape, off, stride[8];
+};
+
+typedef struct GTree {
+    GNode *src[32];
+    int nsrc;
+} GTree;
+
+static bool pure_block(CBlock *b);
+
+static bool pure_expr(CExpr *e)
 {
-    Prim op = e->u.prim.op;
-    int n = e->nargs;
+    switch (e->kind) {
+    case CE_ATOM:
+    case CE_LAMBDA:
+        return true;
+    case CE_PRIM:
+        return !(core_prims[e->u.prim.op].flags & PRIM_EFFECT);
+    case CE_IF:
+        return pure_block(e->u.if_.then_) && pure_block(e->u.if_.else_);
+    case CE_CASE:
+        for (int i = 0; i < e->u.case_.nalts; i++)
+            if (!pure_block(e->u.case_.alts[i].body))
+                return false;
+        return true;
+    case CE_LOOP:
+        return (!e->u.loop.cond || pure_block(e->u.loop.cond)) && pure_block(e->u.loop.body);
+    case CE_SOAC:
+        return pure_block(e->u.soac.fn->body);
+    default:
+        return false;
+    }
+}
+
+static bool pure_block(CBlock *b)
+{
+    for (int i = 0; i < b->nbinds; i++)
+        if (!pure_expr(b->binds[i].e))
+            return false;
+    return true;
+}
+
+/* map over vectors giving a vector of scalars */
+static bool scalar_map(CExpr *e)
+{
+    if (e->kind != CE_SOAC || e->u.soac.kind != SOAC_MAP)
+        return false;
     Type *rt = cg_norm(e->type);
-    int R = rt->rank;
-    Type *relem = rt->elem;
-    LLVMValueRef v[4], data[4];
-    Type *ety[4];
-    int rk[4];
-    bool arr[4];
-    int narr = 0, first = -1;
-    for (int k = 0; k < n; k++) {
-        Type *t = cg_norm(core_atom_type(e->args[k]));
-        v[k] = cg_atom(cg, e->args[k]);
-        arr[k] = t->kind == TY_ARRAY;
-        ety[k] = arr[k] ? t->elem : t;
-        rk[k] = arr[k] ? t->rank : 0;
-        if (arr[k]) {
-            narr++;
-            if (first < 0)
-                first = k;
-        }
+    if (rt->kind != TY_ARRAY || rt->rank != 1 || !is_scalar(rt->elem) || e->nargs > 8)
+        return false;
+    for (int i = 0; i < e->nargs; i++) {
+        Type *t = cg_norm(core_atom_type(e->args[i]));
+        if (t->kind != TY_ARRAY || t->rank != 1 || !is_scalar(t->elem))
+            return false;
     }
-    LLVMValueRef slot = cg_alloca(cg, cg->t_ptr, "ew");
-    LLVMBasicBlockRef flat = cg_block(cg, "ew.flat"), general = cg_block(cg, "ew.bcast"),
-                      done = cg_block(cg, "ew.done");
-    /* one shape for all array operands? */
-    LLVMValueRef same = LLVMConstInt(cg->t_i1, 1, 0);
-    for (int k = 0; k < n; k++) {
-        if (!arr[k] || k == first)
-            continue;
-        if (rk[k] != rk[first]) {
-            same = LLVMConstInt(cg->t_i1, 0, 0);
-            break;
-        }
-        for (int j = 0; j < rk[k]; j++)
-            same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_dimk(cg, v[k], j),
-                                                            cg_arr_dimk(cg, v[first], j), ""), "");
-    }
-    if (rk[first] != R)
-        same = LLVMConstInt(cg->t_i1, 0, 0);
-    LLVMBuildCondBr(cg->b, same, flat, narr > 1 || rk[first] != R ? general : flat);
+    return true;
+}
 
-    /* flat: one loop over the contiguous elements */
-    LLVMPositionBuilderAtEnd(cg->b, flat);
-    {
-        LLVMValueRef dims[8];
+static bool elementwise_prim(CExpr *e)
+{
+    if (e->kind != CE_PRIM || !(core_prims[e->u.prim.op].flags & PRIM_ELEMENTWISE) || e->nargs > 8)
+        return false;
+    Type *rt = cg_norm(e->type);
+    return rt->kind == TY_ARRAY && is_scalar(rt->elem);
+}
+
+static bool reduction_prim(CExpr *e)
+{
+    if (e->kind != CE_PRIM)
+        return false;
+    Prim op = e->u.prim.op;
+    return (op == P_SUM || op == P_PROD || op == P_MEAN || op == P_MAXIMUM || op == P_MINIMUM) &&
+           is_scalar(e->type) && is_array(core_atom_type(e->args[0])) && is_scalar(cg_elem(core_atom_type(e->args[0])));
+}
+
+/* reduce/fold over a vector of scalars */
+static bool scalar_fold(CExpr *e)
+{
+    if (e->kind != CE_SOAC || (e->u.soac.kind != SOAC_REDUCE && e->u.soac.kind != SOAC_FOLD))
+        return false;
+    Type *t = cg_norm(core_atom_type(e->args[1]));
+    return t->kind == TY_ARRAY && t->rank == 1 && is_scalar(t->elem);
+}
+
+bool cg_producer(CExpr *e)
+{
+    if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA)
+        return true;
+    if (elementwise_prim(e))
+        return true;
+    return scalar_map(e) && pure_block(e->u.soac.fn->body);
+}
+
+/* May producer p (bound to v, used once) be computed inside consumer c? */
+bool cg_fusable(CExpr *p, CExpr *c, CVar *v)
+{
+    int prank = cg_rank(p->type);
+    bool source = p->kind == CE_PRIM && p->u.prim.op == P_IOTA;
+    if (elementwise_prim(c))
+        return prank == cg_rank(c->type);
+    if (reduction_prim(c))
+        return true;
+    if (scalar_map(c))
+        return prank == 1 && (c->nargs == 1 || source);
+    if (scalar_fold(c))
+        return prank == 1 && c->args[1]->kind == CA_VAR && c->args[1]->u.var == v &&
+               !(c->args[0]->kind == CA_VAR && c->args[0]->u.var == v);
+    return false;
+}
+
+static GNode *gexpr(Cg *cg, CExpr *e);
+
+static GNode *gatom(Cg *cg, CAtom *a)
+{
+    if (a->kind == CA_VAR && a->u.var->id < cg->nvar && cg->defer[a->u.var->id])
+        return gexpr(cg, cg->defer[a->u.var->id]);
+    GNode *g = NEW(GNode);
+    Type *t = cg_norm(core_atom_type(a));
+    g->val = cg_atom(cg, a);
+    if (t->kind == TY_ARRAY) {
+        g->kind = G_LEAF;
+        g->elem = t->elem;
+        g->rank = t->rank;
+    } else {
+        g->kind = G_SCALAR;
+        g->elem = t;
+    }
+    return g;
+}
+
+static GNode *gexpr(Cg *cg, CExpr *e)
+{
+    GNode *g = NEW(GNode);
+    g->e = e;
+    if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA) {
+        g->kind = G_IOTA;
+        g->elem = cg_elem(e->type);
+        g->rank = 1;
+        g->val = cg_atom(cg, e->args[0]);
+        check_dim(cg, g->val, e->loc, "iota");
+        return g;
+    }
+    g->kind = e->kind == CE_SOAC ? G_MAP : G_PRIM;
+    g->elem = cg_elem(e->type);
+    g->nkid = e->nargs;
+    for (int i = 0; i < e->nargs; i++)
+        g->kid[i] = gatom(cg, e->args[i]);
+    return g;
+}
+
+static void gsources(GNode *g, GTree *t)
+{
+    if (g->kind == G_LEAF || g->kind == G_IOTA) {
+        if (t->nsrc < 32)
+            t->src[t->nsrc++] = g;
+        else
+            fatal("internal error: codegen: too many arrays in one fused loop");
+        return;
+    }
+    for (int i = 0; i < g->nkid; i++)
+        gsources(g->kid[i], t);
+}
+
+/* map2/map3 need operands of one length (checked before the loop). */
+static void gcheck_maps(Cg *cg, GNode *g)
+{
+    for (int i = 0; i < g->nkid; i++)
+        gcheck_maps(cg, g->kid[i]);
+    if (g->kind != G_MAP || g->nkid < 2)
+        return;
+    GNode *a = g->kid[0];
+    for (int i = 1; i < g->nkid; i++) {
+        GNode *b = g->kid[i];
+        if ((a->kind != G_LEAF && a->kind != G_IOTA) || (b->kind != G_LEAF && b->kind != G_IOTA))
+            continue; /* cg_fusable keeps other operands out */
+        LLVMValueRef la = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, a->shape, ""), CG_TBAA_HEADER);
+        LLVMValueRef lb = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, b->shape, ""), CG_TBAA_HEADER);
+        LLVMBasicBlockRef bad = cg_block(cg, "map.fail"), good = cg_block(cg, "map.ok");
+        LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, la, lb, ""), good, bad);
+        LLVMPositionBuilderAtEnd(cg->b, bad);
+        const char *op = g->nkid == 2 ? "map2" : g->nkid == 3 ? "map3" : "map";
+        cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, g->e->loc), cg_cstr(cg, op), cg_i32(cg, 1),
+                                                          a->shape, cg_i32(cg, 1), b->shape}, 6);
+        LLVMBuildUnreachable(cg->b);
+        LLVMPositionBuilderAtEnd(cg->b, good);
+    }
+}
+
+static LLVMValueRef geval(Cg *cg, GNode *g)
+{
+    switch (g->kind) {
+    case G_LEAF:
+        return cg_elem_load(cg, g->elem, g->data, g->off);
+    case G_IOTA: {
+        Type *it = NEW(Type);
+        it->kind = TY_INT;
+        return convert(cg, g->off, it, g->elem);
+    }
+    case G_SCALAR:
+        return g->val;
+    case G_PRIM: {
+        LLVMValueRef v[8];
+        Type *t[8];
+        for (int i = 0; i < g->nkid; i++) {
+            v[i] = geval(cg, g->kid[i]);
+            t[i] = g->kid[i]->elem;
+        }
+        return cg_scalar_prim(cg, g->e->u.prim.op, g->e->u.prim.imm, g->elem, t, v, g->nkid, g->e->loc);
+    }
+    case G_MAP: {
+        CLambda *fn = g->e->u.soac.fn;
+        for (int i = 0; i < g->nkid; i++)
+            cg_set_var(cg, fn->params[i], geval(cg, g->kid[i]));
+        return cg_emit_block(cg, fn->body, NULL, 0);
+    }
+    }
+    return NULL;
+}
+
+/* What happens to each element: stored into a new array, or folded. */
+typedef struct GSink GSink;
+struct GSink {
+    void (*begin)(Cg *cg, GSink *s, int rank, LLVMValueRef *dims);
+    void (*put)(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v);
+    Type *elem;
+    LLVMValueRef out, data, acc, count;
+    Prim op;
+    CExpr *e;
+};
+
+/* Runs the loop over the broadcast shape of the tree's sources (rank R). */
+static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, GSink *sink)
+{
+    GTree t = {0};
+    gsources(root, &t);
+    for (int k = 0; k < t.nsrc; k++) {
+        GNode *s = t.src[k];
+        if (s->kind == G_LEAF) {
+            s->shape = shape_ptr(cg, s->val);
+            s->data = cg_arr_data(cg, s->val);
+        } else {
+            s->shape = cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "iota.shape");
+            LLVMBuildStore(cg->b, s->val, s->shape);
+        }
+    }
+    gcheck_maps(cg, root);
+    /* the shape of the result */
+    LLVMValueRef dims[8];
+    GNode *full = NULL; /* a source of rank R, when only one source */
+    if (t.nsrc == 1 && t.src[0]->rank == R)
+        full = t.src[0];
+    if (full) {
         for (int j = 0; j < R; j++)
-            dims[j] = cg_arr_dimk(cg, v[first], j);
-        LLVMValueRef out = cg_arr_new(cg, relem, R, dims);
-        LLVMValueRef od = cg_arr_data(cg, out);
-        for (int k = 0; k < n; k++)
-            data[k] = arr[k] ? cg_arr_data(cg, v[k]) : NULL;
-        CgLoop l;
-        LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_arr_size(cg, out));
-        LLVMValueRef x[4];
-        for (int k = 0; k < n; k++)
-            x[k] = arr[k] ? cg_elem_load(cg, ety[k], data[k], i) : v[k];
-        cg_elem_store(cg, relem, od, i, cg_scalar_prim(cg, op, e->u.prim.imm, relem, ety, x, n, e->loc));
-        cg_loop_end(cg, &l);
-        LLVMBuildStore(cg->b, out, slot);
-        LLVMBuildBr(cg->b, done);
-    }
-
-    /* general: broadcasting */
-    LLVMPositionBuilderAtEnd(cg->b, general);
-    if (narr > 1 || rk[first] != R) {
+            dims[j] = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
+                                                 LLVMBuildGEP2(cg->b, cg->t_i64, full->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "dim"),
+                              CG_TBAA_HEADER);
+    } else {
         LLVMValueRef buf[2] = {cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape"),
                                cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape")};
-        LLVMValueRef cur_shape = LLVMBuildStructGEP2(cg->b, cg->t_array, v[first], 5, "");
-        LLVMValueRef cur_rank = cg_i32(cg, rk[first]);
+        LLVMValueRef cur = t.src[0]->shape;
+        LLVMValueRef crank = cg_i32(cg, t.src[0]->rank);
         int which = 0;
-        for (int k = first + 1; k < n; k++) {
-            if (!arr[k])
-                continue;
-            cur_rank = cg_call_rt(cg, "dl_broadcast_shapes",
-                                  (LLVMValueRef[]){cur_rank, cur_shape, cg_i32(cg, rk[k]),
-                                                   LLVMBuildStructGEP2(cg->b, cg->t_array, v[k], 5, ""),
-                                                   cg_cstr(cg, op_spell(op)), buf[which], cg_srcloc(cg, e->loc)},
-                                  7);
-            cur_shape = buf[which];
+        for (int k = 1; k < t.nsrc; k++) {
+            crank = cg_call_rt(cg, "dl_broadcast_shapes",
+                               (LLVMValueRef[]){crank, cur, cg_i32(cg, t.src[k]->rank), t.src[k]->shape,
+                                                cg_cstr(cg, opname), buf[which], cg_srcloc(cg, loc)}, 7);
+            cur = buf[which];
             which ^= 1;
         }
-        LLVMValueRef od_dims[8];
+        int r0 = t.src[0]->rank;
         for (int j = 0; j < R; j++) {
-            if (cur_shape == buf[0] || cur_shape == buf[1])
-                od_dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64,
-                                            LLVMBuildGEP2(cg->b, cg->t_i64, cur_shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "");
+            if (t.nsrc > 1)
+                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64, LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "");
+            else if (j - (R - r0) >= 0)
+                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64,
+                                         LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j - (R - r0))}, 1, ""), "");
             else
-                od_dims[j] = cg_arr_dimk(cg, v[first], j - (R - rk[first]));
+                dims[j] = cg_i64(cg, 1);
         }
-        LLVMValueRef out = cg_arr_new(cg, relem, R, od_dims);
-        LLVMValueRef od = cg_arr_data(cg, out);
-        /* strides of each operand along each axis of the result */
-        LLVMValueRef stride[4][8];
-        for (int k = 0; k < n; k++) {
-            if (!arr[k])
-                continue;
-            data[k] = cg_arr_data(cg, v[k]);
-            LLVMValueRef nat = cg_i64(cg, 1);
-            for (int j = R - 1; j >= 0; j--) {
-                int ax = j - (R - rk[k]);
-                if (ax < 0) {
-                    stride[k][j] = cg_i64(cg, 0);
-                    continue;
-                }
-                LLVMValueRef d = cg_arr_dimk(cg, v[k], ax);
-                stride[k][j] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, d, cg_i64(cg, 1), ""),
-                                               cg_i64(cg, 0), nat, "");
-                nat = LLVMBuildMul(cg->b, nat, d, "");
-            }
-        }
-        LLVMValueRef last = od_dims[R - 1];
-        LLVMValueRef rows = cg_i64(cg, 1);
-        for (int j = 0; j < R - 1; j++)
-            rows = LLVMBuildMul(cg->b, rows, od_dims[j], "");
-        CgLoop lr;
-        LLVMValueRef r = cg_loop_begin(cg, &lr, cg_i64(cg, 0), rows);
-        LLVMValueRef off[4];
-        for (int k = 0; k < n; k++)
-            off[k] = cg_i64(cg, 0);
-        LLVMValueRef rem = r;
-        for (int j = R - 2; j >= 0; j--) {
-            LLVMValueRef idx = LLVMBuildURem(cg->b, rem, od_dims[j], "");
-            rem = LLVMBuildUDiv(cg->b, rem, od_dims[j], "");
-            for (int k = 0; k < n; k++)
-                if (arr[k])
-                    off[k] = LLVMBuildAdd(cg->b, off[k], LLVMBuildMul(cg->b, idx, stride[k][j], ""), "");
-        }
-        LLVMValueRef obase = LLVMBuildMul(cg->b, r, last, "");
-        CgLoop li;
-        LLVMValueRef i = cg_loop_begin(cg, &li, cg_i64(cg, 0), last);
-        LLVMValueRef x[4];
-        for (int k = 0; k < n; k++)
-            x[k] = arr[k] ? cg_elem_load(cg, ety[k], data[k],
-                                         LLVMBuildAdd(cg->b, off[k], LLVMBuildMul(cg->b, i, stride[k][R - 1], ""), ""))
-                          : v[k];
-        cg_elem_store(cg, relem, od, LLVMBuildAdd(cg->b, obase, i, ""),
-                      cg_scalar_prim(cg, op, e->u.prim.imm, relem, ety, x, n, e->loc));
-        cg_loop_end(cg, &li);
-        cg_loop_end(cg, &lr);
-        LLVMBuildStore(cg->b, out, slot);
-        LLVMBuildBr(cg->b, done);
-    } else {
-        LLVMBuildUnreachable(cg->b);
     }
+    sink->begin(cg, sink, R, dims);
+    LLVMValueRef total = cg_i64(cg, 1);
+    for (int j = 0; j < R; j++)
+        total = LLVMBuildMul(cg->b, total, dims[j], "");
+
+    /* flat when every source has the full shape */
+    bool maybe_flat = true;
+    for (int k = 0; k < t.nsrc; k++)
+        maybe_flat &= t.src[k]->rank == R;
+    LLVMValueRef same = LLVMConstInt(cg->t_i1, maybe_flat, 0);
+    if (maybe_flat && !full)
+        for (int k = 0; k < t.nsrc; k++)
+            for (int j = 0; j < R; j++) {
+                LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
+                                                            LLVMBuildGEP2(cg->b, cg->t_i64, t.src[k]->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), ""),
+                                         CG_TBAA_HEADER);
+                same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, d, dims[j], ""), "");
+            }
+    LLVMBasicBlockRef done = cg_block(cg, "fused.done");
+    if (maybe_flat) {
+        LLVMBasicBlockRef flat = cg_block(cg, "fused.flat"), general = cg_block(cg, "fused.bcast");
+        if (full)
+            LLVMBuildBr(cg->b, flat);
+        else
+            LLVMBuildCondBr(cg->b, same, flat, general);
+        LLVMPositionBuilderAtEnd(cg->b, flat);
+        CgLoop l;
+        LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), total);
+        for (int k = 0; k < t.nsrc; k++)
+            t.src[k]->off = i;
+        sink->put(cg, sink, i, geval(cg, root));
+        cg_loop_end(cg, &l);
+        LLVMBuildBr(cg->b, done);
+        LLVMPositionBuilderAtEnd(cg->b, general);
+        if (full) {
+            LLVMBuildUnreachable(cg->b);
+            LLVMPositionBuilderAtEnd(cg->b, done);
+            return;
+        }
+    }
+    /* broadcasting: rows of the result, stride 0 along stretched axes */
+    for (int k = 0; k < t.nsrc; k++) {
+        GNode *s = t.src[k];
+        LLVMValueRef nat = cg_i64(cg, 1);
+        for (int j = R - 1; j >= 0; j--) {
+            int ax = j - (R - s->rank);
+            if (ax < 0) {
+                s->stride[j] = cg_i64(cg, 0);
+                continue;
+            }
+            LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
+                                                        LLVMBuildGEP2(cg->b, cg->t_i64, s->shape, (LLVMValueRef[]){cg_i64(cg, ax)}, 1, ""), ""),
+                                     CG_TBAA_HEADER);
+            s->stride[j] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, d, cg_i64(cg, 1), ""), cg_i64(cg, 0), nat, "");
+            nat = LLVMBuildMul(cg->b, nat, d, "");
+        }
+    }
+    LLVMValueRef last = dims[R - 1];
+    LLVMValueRef rows = cg_i64(cg, 1);
+    for (int j = 0; j < R - 1; j++)
+        rows = LLVMBuildMul(cg->b, rows, dims[j], "");
+    CgLoop lr;
+    LLVMValueRef r = cg_loop_begin(cg, &lr, cg_i64(cg, 0), rows);
+    LLVMValueRef base[32];
+    for (int k = 0; k < t.nsrc; k++)
+        base[k] = cg_i64(cg, 0);
+    LLVMValueRef rem = r;
+    for (int j = R - 2; j >= 0; j--) {
+        LLVMValueRef idx = LLVMBuildURem(cg->b, rem, dims[j], "");
+        rem = LLVMBuildUDiv(cg->b, rem, dims[j], "");
+        for (int k = 0; k < t.nsrc; k++)
+            base[k] = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, idx, t.src[k]->stride[j], ""), "");
+    }
+    LLVMValueRef obase = LLVMBuildMul(cg->b, r, last, "");
+    CgLoop li;
+    LLVMValueRef i = cg_loop_begin(cg, &li, cg_i64(cg, 0), last);
+    for (int k = 0; k < t.nsrc; k++)
+        t.src[k]->off = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, i, t.src[k]->stride[R - 1], ""), "");
+    sink->put(cg, sink, LLVMBuildAdd(cg->b, obase, i, ""), geval(cg, root));
+    cg_loop_end(cg, &li);
+    cg_loop_end(cg, &lr);
+    LLVMBuildBr(cg->b, done);
     LLVMPositionBuilderAtEnd(cg->b, done);
-    return LLVMBuildLoad2(cg->b, cg->t_ptr, slot, "");
 }
+
+static void store_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
+{
+    s->out = cg_arr_new(cg, s->elem, rank, dims);
+    s->data = cg_arr_data(cg, s->out);
+}
+
+static void store_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
+{
+    cg_elem_store(cg, s->elem, s->data, i, v);
+}
+
+/* An elementwise primitive, a map of scalars: a new array. */
+static LLVMValueRef fused_store(Cg *cg, CExpr *e, const char *opname)
+{
+    GNode *root = gexpr(cg, e);
+    GSink s = {.begin = store_begin, .put = store_put, .elem = cg_elem(e->type)};
+    fused_loop(cg, root, cg_rank(e->type), e->loc, opname, &s);
+    return s.out;
+}
+
+static void reduce_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
+{
+    LLVMValueRef n = cg_i64(cg, 1);
+    for (int j = 0; j < rank; j++)
+        n = LLVMBuildMul(cg->b, n, dims[j], "");
+    s->count = n;
+    Type *rt = s->elem;
+    LLVMTypeRef t = cg_type(cg, rt);
+    bool fl = cg_norm(rt)->kind == TY_FLOAT || cg_norm(rt)->kind == TY_F32;
+    s->acc = cg_alloca(cg, t, "acc");
+    LLVMValueRef init;
+    switch (s->op) {
+    case P_PROD: init = one_of(cg, rt); break;
+    case P_MAXIMUM:
+    case P_MINIMUM:
+        check(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, n, cg_i64(cg, 0), ""), s->e->loc,
+              s->op == P_MAXIMUM ? "maximum of an empty array" : "minimum of an empty array", NULL, 0);
+        if (fl)
+            init = LLVMConstReal(t, s->op == P_MAXIMUM ? -__builtin_inf() : __builtin_inf());
+        else if (cg_norm(rt)->kind == TY_BOOL)
+            init = LLVMConstInt(t, s->op == P_MINIMUM, 0);
+        else
+            init = cg_i64(cg, s->op == P_MAXIMUM ? INT64_MIN : INT64_MAX);
+        break;
+    default: init = zero_of(cg, rt); break;
+    }
+    LLVMBuildStore(cg->b, init, s->acc);
+}
+
+static void reduce_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
+{
+    (void)i;
+    Type *rt = s->elem;
+    LLVMTypeRef t = cg_type(cg, rt);
+    LLVMValueRef cur = LLVMBuildLoad2(cg->b, t, s->acc, "");
+    Prim op = s->op == P_PROD ? P_MUL : s->op == P_MAXIMUM ? P_MAX : s->op == P_MINIMUM ? P_MIN : P_ADD;
+    Type *tys[2] = {rt, rt};
+    LLVMValueRef r;
+    if (op == P_MAX || op == P_MIN) { /* a NaN, once in the accumulator, stays */
+        r = cg_scalar_prim(cg, op, 0, rt, tys, (LLVMValueRef[]){v, cur}, 2, s->e->loc);
+        if (cg_norm(rt)->kind == TY_FLOAT || cg_norm(rt)->kind == TY_F32)
+            r = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealUNO, cur, cur, ""), cur, r, "");
+    } else {
+        r = cg_scalar_prim(cg, op, 0, rt, tys, (LLVMValueRef[]){cur, v}, 2, s->e->loc);
+    }
+    LLVMBuildStore(cg->b, r, s->acc);
+}
+
+/* sum, prod, mean, maximum, minimum of all elements (of a fused tree). */
+static LLVMValueRef reduce_all(Cg *cg, CExpr *e)
+{
+    GNode *root = gatom(cg, e->args[0]);
+    Type *rt = cg_norm(e->type);
+    GSink s = {.begin = reduce_begin, .put = reduce_put, .elem = rt, .op = e->u.prim.op, .e = e};
+    if (!is_scalar(root->elem) || cg_norm(root->elem)->kind != rt->kind) {
+        /* e.g. mean of ints as a float: convert each element */
+        GNode *c = NEW(GNode);
+        c->kind = G_PRIM;
+        CExpr *ce = core_prim(rt->kind == TY_F32 ? P_TO_F32 : rt->kind == TY_INT ? P_TO_INT : P_TO_FLOAT, rt, e->loc,
+                              NULL, 0, 0);
+        c->e = ce;
+        c->elem = rt;
+        c->kid[0] = root;
+        c->nkid = 1;
+        root = c;
+    }
+    int R = root->kind == G_LEAF ? root->rank : cg_rank(core_atom_type(e->args[0]));
+    fused_loop(cg, root, R, e->loc, core_prims[e->u.prim.op].name, &s);
+    LLVMValueRef r = LLVMBuildLoad2(cg->b, cg_type(cg, rt), s.acc, "");
+    if (e->u.prim.op == P_MEAN) {
+        Type *it = NEW(Type);
+        it->kind = TY_INT;
+        Type *tys[2] = {rt, rt};
+        r = cg_scalar_prim(cg, P_DIV, 0, rt, tys, (LLVMValueRef[]){r, convert(cg, s.count, it, rt)}, 2, e->loc);
+    }
+    return r;
+}
+
+static void fold_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
+{
+    (void)rank;
+    (void)dims;
+    CExpr *e = s->e;
+    s->acc = cg_alloca(cg, cg_type(cg, e->u.soac.fn->params[0]->type), "acc");
+    LLVMBuildStore(cg->b, cg_take(cg, e->args[0]), s->acc);
+}
+
+static void fold_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
+{
+    (void)i;
+    CLambda *fn = s->e->u.soac.fn;
+    Type *acct = fn->params[0]->type;
+    LLVMValueRef old = LLVMBuildLoad2(cg->b, cg_type(cg, acct), s->acc, "");
+    cg_set_var(cg, fn->params[0], old);
+    cg_set_var(cg, fn->params[1], v);
+    LLVMValueRef r = cg_emit_block(cg, fn->body, NULL, 0);
+    cg_release(cg, acct, old);
+    LLVMBuildStore(cg->b, r, s->acc);
+}
+
+/* reduce/fold over a vector of scalars, the vector possibly fused. */
+static LLVMValueRef fused_fold(Cg *cg, CExpr *e)
+{
+    GNode *root = gatom(cg, e->args[1]);
+    GSink s = {.begin = fold_begin, .put = fold_put, .e = e};
+    fused_loop(cg, root, 1, e->loc, e->u.soac.kind == SOAC_REDUCE ? "reduce" : "fold", &s);
+    return LLVMBuildLoad2(cg->b, cg_type(cg, e->u.soac.fn->params[0]->type), s.acc, "");
+}
+
+static LLVMValueRef elementwise(Cg *cg, CExpr *e) { return fused_store(cg, e, op_spell(e->u.prim.op)); }
 
 LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b)
 {
@@ -628,55 +996,6 @@ LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b)
 }
 
 /* ------------------------------------------------------------ reductions */
-
-/* sum, prod, mean, maximum, minimum of all elements. */
-static LLVMValueRef reduce_all(Cg *cg, CExpr *e)
-{
-    Prim op = e->u.prim.op;
-    Type *at = cg_norm(core_atom_type(e->args[0]));
-    Type *el = at->elem;
-    Type *rt = cg_norm(e->type);
-    LLVMValueRef a = cg_atom(cg, e->args[0]);
-    LLVMValueRef n = cg_arr_size(cg, a), data = cg_arr_data(cg, a);
-    LLVMTypeRef t = cg_type(cg, rt);
-    LLVMValueRef acc = cg_alloca(cg, t, "acc");
-    LLVMValueRef start = cg_i64(cg, 0);
-    if (op == P_MAXIMUM || op == P_MINIMUM) {
-        check(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, n, cg_i64(cg, 0), ""), e->loc,
-              op == P_MAXIMUM ? "maximum of an empty array" : "minimum of an empty array", NULL, 0);
-        LLVMBuildStore(cg->b, convert(cg, cg_elem_load(cg, el, data, cg_i64(cg, 0)), el, rt), acc);
-        start = cg_i64(cg, 1);
-    } else {
-        LLVMBuildStore(cg->b, op == P_PROD ? one_of(cg, rt) : zero_of(cg, rt), acc);
-    }
-    CgLoop l;
-    LLVMValueRef i = cg_loop_begin(cg, &l, start, n);
-    LLVMValueRef x = convert(cg, cg_elem_load(cg, el, data, i), el, rt);
-    LLVMValueRef cur = load_slot(cg, t, acc);
-    Prim sop = op == P_PROD ? P_MUL : op == P_MAXIMUM ? P_MAX : op == P_MINIMUM ? P_MIN : P_ADD;
-    Type *tys[2] = {rt, rt};
-    LLVMValueRef vs[2] = {cur, x};
-    if (sop == P_MAX || sop == P_MIN) { /* NaN already in acc stays */
-        vs[0] = x;
-        vs[1] = cur;
-        LLVMValueRef r = cg_scalar_prim(cg, sop, 0, rt, tys, vs, 2, e->loc);
-        if (cg_norm(rt)->kind == TY_FLOAT || cg_norm(rt)->kind == TY_F32)
-            r = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealUNO, cur, cur, ""), cur, r, "");
-        LLVMBuildStore(cg->b, r, acc);
-    } else {
-        LLVMBuildStore(cg->b, cg_scalar_prim(cg, sop, 0, rt, tys, vs, 2, e->loc), acc);
-    }
-    cg_loop_end(cg, &l);
-    LLVMValueRef r = load_slot(cg, t, acc);
-    if (op == P_MEAN) {
-        Type *it = NEW(Type);
-        it->kind = TY_INT;
-        LLVMValueRef nf = convert(cg, n, it, rt);
-        Type *tys2[2] = {rt, rt};
-        r = cg_scalar_prim(cg, P_DIV, 0, rt, tys2, (LLVMValueRef[]){r, nf}, 2, e->loc);
-    }
-    return r;
-}
 
 /* sum over axis 0: [n, rest...] -> [rest...] */
 static LLVMValueRef sum_axis0(Cg *cg, CExpr *e)
@@ -1501,6 +1820,10 @@ LLVMValueRef cg_soac(Cg *cg, CExpr *e)
     CLambda *fn = e->u.soac.fn;
     Type *rt = cg_norm(e->type);
     Loc loc = e->loc;
+    if (scalar_map(e))
+        return fused_store(cg, e, e->nargs == 2 ? "map2" : e->nargs == 3 ? "map3" : "map");
+    if (scalar_fold(e))
+        return fused_fold(cg, e);
     switch (e->u.soac.kind) {
     case SOAC_MAP: {
         int n = e->nargs;

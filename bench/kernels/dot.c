@@ -16,7 +16,7 @@ int main(void)
             s += x[i] * y[i];
         acc += s;
     }
-    printf("%.6e\n", acc);
+    printf("%.17g\n", acc);
     free(x);
     free(y);
     return 0;

@@ -18,7 +18,7 @@ int main(void)
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
         acc += c[(r * 37) % (n * n)];
     }
-    printf("%.6e\n", acc);
+    printf("%.17g\n", acc);
     free(a);
     free(b);
     free(c);

@@ -15,7 +15,7 @@ int main(void)
     double s = 0.0;
     for (long i = 0; i < n; i++)
         s += y[i];
-    printf("%.6e\n", s);
+    printf("%.17g\n", s);
     free(x);
     free(y);
     return 0;

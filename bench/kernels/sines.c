@@ -11,6 +11,6 @@ int main(void)
             s += sin((double)i * 1e-6 + (double)r);
         acc += s;
     }
-    printf("%.6e\n", acc);
+    printf("%.17g\n", acc);
     return 0;
 }

@@ -21,7 +21,7 @@ int main(void)
     double sum = 0.0;
     for (long i = 0; i < n * n; i++)
         sum += a[i];
-    printf("%.6e\n", sum);
+    printf("%.17g\n", sum);
     free(a);
     free(b);
     return 0;
