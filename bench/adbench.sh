@@ -4,7 +4,9 @@
 # gradients (bench/gmm/manual.c, bench/lstm/manual.c, cc -O2) and PyTorch autograd
 # (float64, one thread), with a column kept for dcc's compiler-generated gradients.
 #
-#   usage: bench/adbench.sh [--dcc-gmm CMD] [--dcc-lstm CMD]
+#   usage: bench/adbench.sh [--cpu-time] [--dcc-gmm CMD] [--dcc-lstm CMD]
+#     --cpu-time (or BENCH_CLOCK=cpu) times with each process's CPU time instead of
+#     the wall clock: steadier when other jobs share the cores.
 #     CMD (or $DCC_GMM_BENCH / $DCC_LSTM_BENCH) is run as `CMD FILE` and must print
 #     gmm_bench's lines: objective_s S, gradient_s S, objective F (%.17g), and
 #     optionally `gradient G0 G1 ...` (its first entries); without it the dcc columns
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
     case $1 in
     --dcc-gmm) dcc_gmm=$2; shift 2 ;;
     --dcc-lstm) dcc_lstm=$2; shift 2 ;;
-    *) echo "usage: $0 [--dcc-gmm CMD] [--dcc-lstm CMD]" >&2; exit 2 ;;
+    --cpu-time) BENCH_CLOCK=cpu; shift ;;
+    *) echo "usage: $0 [--cpu-time] [--dcc-gmm CMD] [--dcc-lstm CMD]" >&2; exit 2 ;;
     esac
 done
 data=${ADBENCH_DATA:-}
@@ -32,6 +35,7 @@ for d in "$top/shared/data/adbench" "$top/../shared/data/adbench"; do
     [ -z "$data" ] && [ -d "$d" ] && data=$(cd "$d" && pwd)
 done
 [ -n "$data" ] || { echo "adbench: no data (set ADBENCH_DATA)" >&2; exit 2; }
+export BENCH_CLOCK=${BENCH_CLOCK:-wall}
 py=/usr/bin/python3
 cc=${CC:-cc}
 work=$(mktemp -d)
@@ -133,7 +137,7 @@ for bench in ("gmm", "lstm"):
         print(f"{f}: C and PyTorch gradients ({len(gc)} entries) agree to {worst:.2g}"
               + ("" if good else " -- FAIL"), file=sys.stderr)
 
-rows = []
+rows, clocks = [], set()
 for bench in ("gmm", "lstm"):
     impls = [blocks(f"time-{i}-{bench}") for i in ("c", "torch", "dcc")]
     for f, c in impls[0].items():
@@ -154,12 +158,14 @@ for bench in ("gmm", "lstm"):
                           file=sys.stderr)
         for r in (c, impls[1].get(f), impls[2].get(f)):
             if r:
+                clocks.add(r.get("clock", "?"))
                 to, tg = float(r["objective_s"]), float(r["gradient_s"])
                 row += [f"{to:.3g}", f"{tg:.3g}", f"{tg / to:.2f}"]
             else:
                 row += ["n/a"] * 3
         rows.append(row)
 
+print(f"times: best of N, {' / '.join(sorted(clocks))} clock, seconds per call", file=sys.stderr)
 print("| problem | C obj (s) | C grad (s) | C ratio | PyTorch obj (s) | PyTorch grad (s) "
       "| PyTorch ratio | dcc obj (s) | dcc grad (s) | dcc ratio |")
 print("|---" * 10 + "|")
