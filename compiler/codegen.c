@@ -720,7 +720,7 @@ static LLVMValueRef string_header(Cg *cg, LLVMValueRef s)
 }
 
 static void release_body(Cg *cg, CgType *ti, LLVMValueRef v);
-static LLVMValueRef variant_cell_type(Cg *cg, Type *t, int con, LLVMTypeRef *ty);
+static LLVMTypeRef variant_cell_type(Cg *cg, Type *t, int con);
 
 static void retain_body(Cg *cg, CgType *ti, LLVMValueRef v)
 {
@@ -875,8 +875,7 @@ static void release_body(Cg *cg, CgType *ti, LLVMValueRef v)
                     LLVMBasicBlockRef bb = cg_block(cg, "con");
                     LLVMAddCase(sw, cg_i64(cg, c), bb);
                     LLVMPositionBuilderAtEnd(cg->b, bb);
-                    LLVMTypeRef cty;
-                    variant_cell_type(cg, t, c, &cty);
+                    LLVMTypeRef cty = variant_cell_type(cg, t, c);
                     LLVMValueRef pp = LLVMBuildStructGEP2(cg->b, cty, v, 2, "");
                     cg_release(cg, at, LLVMBuildLoad2(cg->b, cg_type(cg, at), pp, "payload"));
                     LLVMBuildBr(cg->b, fin);
@@ -898,12 +897,11 @@ static void release_body(Cg *cg, CgType *ti, LLVMValueRef v)
  * ======================================================================== */
 
 /* The cell of constructor con: {i64 refcount, i64 tag[, payload]}. */
-static LLVMValueRef variant_cell_type(Cg *cg, Type *t, int con, LLVMTypeRef *ty)
+static LLVMTypeRef variant_cell_type(Cg *cg, Type *t, int con)
 {
     Type *at = cg_con_arg(t, con);
     LLVMTypeRef f[3] = {cg->t_i64, cg->t_i64, at ? cg_type(cg, at) : NULL};
-    *ty = LLVMStructTypeInContext(cg->ctx, f, at ? 3 : 2, 0);
-    return NULL;
+    return LLVMStructTypeInContext(cg->ctx, f, at ? 3 : 2, 0);
 }
 
 static LLVMValueRef variant_nullary(Cg *cg, Type *t, int con)
@@ -929,8 +927,7 @@ static LLVMValueRef variant_make(Cg *cg, Type *t, int con, LLVMValueRef payload)
 {
     if (!cg_con_arg(t, con))
         return variant_nullary(cg, t, con);
-    LLVMTypeRef cty;
-    variant_cell_type(cg, t, con, &cty);
+    LLVMTypeRef cty = variant_cell_type(cg, t, con);
     LLVMValueRef p = cg_malloc(cg, cg_i64(cg, cg_sizeof(cg, cty)));
     LLVMBuildStore(cg->b, cg_i64(cg, 1), LLVMBuildStructGEP2(cg->b, cty, p, 0, ""));
     LLVMBuildStore(cg->b, cg_i64(cg, con), LLVMBuildStructGEP2(cg->b, cty, p, 1, ""));
@@ -947,8 +944,7 @@ static LLVMValueRef variant_tag(Cg *cg, LLVMValueRef v)
 /* The payload, borrowed. */
 static LLVMValueRef variant_payload(Cg *cg, Type *t, int con, LLVMValueRef v)
 {
-    LLVMTypeRef cty;
-    variant_cell_type(cg, t, con, &cty);
+    LLVMTypeRef cty = variant_cell_type(cg, t, con);
     Type *at = cg_con_arg(t, con);
     if (!at)
         return cg_unit(cg);
@@ -1165,7 +1161,7 @@ static void count_use(Walk *w, CVar *v)
         w->count++;
 }
 
-static int uses_in(CExpr *e, CVar *v)
+int cg_uses_in(CExpr *e, CVar *v)
 {
     Walk w = {.use = count_use, .target = v};
     walk_expr(&w, e);
@@ -1249,6 +1245,18 @@ LLVMValueRef cg_atom(Cg *cg, CAtom *a)
     return cg_fun_value(cg, a->u.fun);
 }
 
+/* Uses of v by e and by the producers fused into it. */
+static int uses_fused(Cg *cg, CExpr *e, CVar *v)
+{
+    int n = cg_uses_in(e, v);
+    for (int i = 0; i < e->nargs; i++) {
+        CAtom *a = e->args[i];
+        if (a->kind == CA_VAR && a->u.var->id < cg->nvar && cg->defer[a->u.var->id])
+            n += uses_fused(cg, cg->defer[a->u.var->id], v);
+    }
+    return n;
+}
+
 LLVMValueRef cg_take(Cg *cg, CAtom *a)
 {
     LLVMValueRef v = cg_atom(cg, a);
@@ -1258,7 +1266,7 @@ LLVMValueRef cg_take(Cg *cg, CAtom *a)
     if (a->kind == CA_VAR && s) {
         int id = a->u.var->id;
         if (cg->owner[id] == s->serial && cg->vstate[id] == CG_OWNED && cg->last[id] == s->cur &&
-            s->cur_expr && uses_in(s->cur_expr, a->u.var) == 1) {
+            s->cur_expr && uses_fused(cg, s->cur_expr, a->u.var) == 1) {
             cg->vstate[id] = CG_GONE;
             return v;
         }
@@ -2143,8 +2151,7 @@ static LLVMValueRef emit_call(Cg *cg, CFun *f, CAtom **args, int n)
         return n ? apply_chain(cg, f->ret, r, true, args, n) : r;
     }
     if (n < f->nparams) {
-        Type *fty = mk_type(TY_FUNC); /* the curried type of f */
-        Type *t = f->ret;
+        Type *fty = NULL, *t = f->ret; /* the curried type of f */
         for (int i = f->nparams - 1; i >= 0; i--) {
             fty = mk_type(TY_FUNC);
             fty->nargs = 2;
@@ -2211,8 +2218,6 @@ static LLVMValueRef emit_case(Cg *cg, CExpr *e)
     LLVMValueRef *vals = NEWN(LLVMValueRef, nalts + 1);
     LLVMBasicBlockRef *bbs = NEWN(LLVMBasicBlockRef, nalts + 1);
     int nin = 0;
-    bool *seen = NEWN(bool, 1);
-    (void)seen;
     for (int i = 0; i < nalts; i++) {
         CAlt *a = &e->u.case_.alts[i];
         LLVMBasicBlockRef bb;
@@ -2561,20 +2566,20 @@ static bool cg_init(Cg *cg, CProgram *p, const Options *o)
                             : o->opt_level == 1 ? LLVMCodeGenLevelLess
                             : o->opt_level == 2 ? LLVMCodeGenLevelDefault
                                                 : LLVMCodeGenLevelAggressive;
-    /* The host CPU without its AVX-512 extensions (which valgrind cannot
-     * run, and which gain little on these loops); DCC_CPU=native keeps
-     * them, DCC_CPU=NAME (generic, x86-64-v3, ...) picks another CPU. */
+    /* The CPU: on x86-64, x86-64-v2 (SSE4.2, no AVX) unless DCC_CPU says
+     * otherwise ("native" for the host, or any LLVM CPU name). v2 runs on
+     * every x86-64 machine of the last decade and under valgrind, and
+     * avoids a slowdown of VEX-encoded code around libm calls (false
+     * dependencies of vcvtsi2sd: 2.5x on bench/kernels/sines.dl). Loops
+     * still vectorise with SSE; fused multiply-add is never formed, so the
+     * results do not depend on the CPU. Elsewhere: the host CPU. */
     const char *cpu_env = getenv("DCC_CPU");
-    bool native = cpu_env && strcmp(cpu_env, "native") == 0;
-    if (native)
-        cpu_env = NULL;
-    char *cpu = cpu_env ? NULL : LLVMGetHostCPUName();
-    char *feat = cpu_env ? NULL : LLVMGetHostCPUFeatures();
-    if (feat && !native)
-        for (char *f = strstr(feat, "+avx512"); f; f = strstr(f + 1, "+avx512"))
-            *f = '-';
-    cg->tm = LLVMCreateTargetMachine(target, triple, cpu_env ? cpu_env : cpu, feat ? feat : "", lvl,
-                                     LLVMRelocPIC, LLVMCodeModelDefault);
+    bool native = (cpu_env && strcmp(cpu_env, "native") == 0) || (!cpu_env && strncmp(triple, "x86_64", 6) != 0);
+    char *cpu = native ? LLVMGetHostCPUName() : NULL;
+    char *feat = native ? LLVMGetHostCPUFeatures() : NULL;
+    const char *cpu_name = native ? cpu : cpu_env ? cpu_env : "x86-64-v2";
+    cg->tm = LLVMCreateTargetMachine(target, triple, cpu_name, feat ? feat : "", lvl, LLVMRelocPIC,
+                                     LLVMCodeModelDefault);
     if (cpu)
         LLVMDisposeMessage(cpu);
     if (feat)

@@ -138,6 +138,7 @@ LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef fty, CgSaved 
 void cg_helper_end(Cg *cg, CgSaved *saved);
 
 LLVMValueRef cg_key_to_i64(Cg *cg, LLVMValueRef k); /* dl_key as passed to C */
+int cg_uses_in(CExpr *e, CVar *v); /* occurrences of v in e, nested blocks too */
 /* Binds a variable to a (borrowed) value. */
 void cg_set_var(Cg *cg, CVar *v, LLVMValueRef x);
 /* Operands of the expression being emitted. */

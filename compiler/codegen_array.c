@@ -67,6 +67,7 @@ static LLVMTypeRef mem_type(Cg *cg, Type *elem)
 }
 
 static int64_t elem_size(Cg *cg, Type *elem) { return cg_sizeof(cg, mem_type(cg, elem)); }
+static unsigned elem_align(Cg *cg, Type *elem) { return LLVMABIAlignmentOfType(cg->td, mem_type(cg, elem)); }
 
 static LLVMValueRef elem_ptr(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i)
 {
@@ -232,7 +233,8 @@ static void copy_elems(Cg *cg, Type *elem, LLVMValueRef dst, LLVMValueRef doff, 
                        LLVMValueRef count)
 {
     LLVMValueRef bytes = LLVMBuildMul(cg->b, count, cg_i64(cg, elem_size(cg, elem)), "");
-    LLVMBuildMemCpy(cg->b, elem_ptr(cg, elem, dst, doff), 8, elem_ptr(cg, elem, src, soff), 8, bytes);
+    unsigned al = elem_align(cg, elem);
+    LLVMBuildMemCpy(cg->b, elem_ptr(cg, elem, dst, doff), al, elem_ptr(cg, elem, src, soff), al, bytes);
     retain_range(cg, elem, dst, doff, count);
 }
 
@@ -350,8 +352,8 @@ static void build_put(Cg *cg, ArrBuild *ab, LLVMValueRef i, LLVMValueRef v)
     LLVMPositionBuilderAtEnd(cg->b, good);
     LLVMValueRef m = inner_size(cg, v, 0, ab->vrank);
     LLVMValueRef bytes = LLVMBuildMul(cg->b, m, cg_i64(cg, elem_size(cg, ab->elem)), "");
-    LLVMBuildMemCpy(cg->b, elem_ptr(cg, ab->elem, cg_arr_data(cg, r), LLVMBuildMul(cg->b, i, m, "")), 8,
-                    cg_arr_data(cg, v), 8, bytes);
+    LLVMBuildMemCpy(cg->b, elem_ptr(cg, ab->elem, cg_arr_data(cg, r), LLVMBuildMul(cg->b, i, m, "")),
+                    elem_align(cg, ab->elem), cg_arr_data(cg, v), elem_align(cg, ab->elem), bytes);
     /* the elements now have one more owner; v's own go with v */
     retain_range(cg, ab->elem, cg_arr_data(cg, r), LLVMBuildMul(cg->b, i, m, ""), m);
     cg_release(cg, ab->vt, v);
@@ -467,6 +469,7 @@ struct GNode {
     int rank;            /* G_LEAF, G_IOTA: static rank of the source */
     LLVMValueRef val;    /* G_LEAF: the array; G_IOTA: n; G_SCALAR: the value */
     CExpr *e;            /* G_PRIM, G_MAP */
+    CAtom *atom;         /* G_LEAF */
     GNode *kid[8];
     int nkid;
     /* loop state of sources */
@@ -589,6 +592,7 @@ static GNode *gatom(Cg *cg, CAtom *a)
     GNode *g = NEW(GNode);
     Type *t = cg_norm(core_atom_type(a));
     g->val = cg_atom(cg, a);
+    g->atom = a;
     if (t->kind == TY_ARRAY) {
         g->kind = G_LEAF;
         g->elem = t->elem;
@@ -698,11 +702,32 @@ struct GSink {
     LLVMValueRef out, data, acc, count;
     Prim op;
     CExpr *e;
+    GNode *reuse;          /* store: an operand whose block may hold the result */
+    LLVMValueRef reused;   /* i1: it does */
 };
+
+/* The elementwise operation whose operands a shape error is about: the
+ * first in the tree (what the unfused code would have reported). */
+static GNode *first_prim(GNode *g)
+{
+    if (g->kind == G_PRIM && g->e->nargs > 1)
+        return g;
+    for (int i = 0; i < g->nkid; i++) {
+        GNode *p = first_prim(g->kid[i]);
+        if (p)
+            return p;
+    }
+    return NULL;
+}
 
 /* Runs the loop over the broadcast shape of the tree's sources (rank R). */
 static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, GSink *sink)
 {
+    GNode *fp = first_prim(root);
+    if (fp) {
+        opname = op_spell(fp->e->u.prim.op);
+        loc = fp->e->loc;
+    }
     GTree t = {0};
     gsources(root, &t);
     for (int k = 0; k < t.nsrc; k++) {
@@ -837,8 +862,68 @@ static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, 
 
 static void store_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
 {
-    s->out = cg_arr_new(cg, s->elem, rank, dims);
+    if (!s->reuse) {
+        s->out = cg_arr_new(cg, s->elem, rank, dims);
+        s->data = cg_arr_data(cg, s->out);
+        return;
+    }
+    /* in place when we hold the only reference and the shape is the result's */
+    LLVMValueRef a = s->reuse->val;
+    LLVMValueRef ok = LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_field(cg, a, F_RC), cg_i64(cg, 1), "");
+    for (int j = 0; j < rank; j++)
+        ok = LLVMBuildAnd(cg->b, ok, LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_dimk(cg, a, j), dims[j], ""), "");
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMBasicBlockRef mk = cg_block(cg, "fresh"), done = cg_block(cg, "out");
+    LLVMBuildCondBr(cg->b, ok, done, mk);
+    LLVMPositionBuilderAtEnd(cg->b, mk);
+    LLVMValueRef n = cg_arr_new(cg, s->elem, rank, dims);
+    LLVMBasicBlockRef mkend = LLVMGetInsertBlock(cg->b);
+    LLVMBuildBr(cg->b, done);
+    LLVMPositionBuilderAtEnd(cg->b, done);
+    s->out = LLVMBuildPhi(cg->b, cg->t_ptr, "out");
+    LLVMAddIncoming(s->out, (LLVMValueRef[]){a, n}, (LLVMBasicBlockRef[]){here, mkend}, 2);
+    s->reused = ok;
     s->data = cg_arr_data(cg, s->out);
+}
+
+static int count_leaves(GNode *g, CVar *v)
+{
+    int n = g->kind == G_LEAF && g->atom->kind == CA_VAR && g->atom->u.var == v;
+    for (int i = 0; i < g->nkid; i++)
+        n += count_leaves(g->kid[i], v);
+    return n;
+}
+
+static int count_uses(GNode *g, CVar *v)
+{
+    int n = (g->kind == G_PRIM || g->kind == G_MAP) && g->e ? cg_uses_in(g->e, v) : 0;
+    for (int i = 0; i < g->nkid; i++)
+        n += count_uses(g->kid[i], v);
+    return n;
+}
+
+/* An operand array the result may overwrite: owned by the block, used for
+ * the last time here, read only elementwise (never by a lambda), of the
+ * result's element type and rank. It is consumed (the loop releases it
+ * when it is not reused). */
+static GNode *reuse_candidate(Cg *cg, GNode *root, GNode *g, Type *elem, int R)
+{
+    if (g->kind == G_LEAF && g->atom->kind == CA_VAR && g->rank == R && cg_dtype(g->elem) == cg_dtype(elem) &&
+        cg_dtype(elem) != 5 && cg->scope) {
+        CVar *v = g->atom->u.var;
+        CgScope *sc = cg->scope;
+        if (cg->owner[v->id] == sc->serial && cg->vstate[v->id] == CG_OWNED && cg->last[v->id] == sc->cur &&
+            count_leaves(root, v) == count_uses(root, v)) {
+            cg->vstate[v->id] = CG_GONE;
+            return g;
+        }
+    }
+    for (int i = 0; i < g->nkid; i++) {
+        GNode *c = reuse_candidate(cg, root, g->kid[i], elem, R);
+        if (c)
+            return c;
+    }
+    return NULL;
 }
 
 static void store_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
@@ -851,7 +936,17 @@ static LLVMValueRef fused_store(Cg *cg, CExpr *e, const char *opname)
 {
     GNode *root = gexpr(cg, e);
     GSink s = {.begin = store_begin, .put = store_put, .elem = cg_elem(e->type)};
+    if (cg->opt->opt_level > 0)
+        s.reuse = reuse_candidate(cg, root, root, s.elem, cg_rank(e->type));
     fused_loop(cg, root, cg_rank(e->type), e->loc, opname, &s);
+    if (s.reuse) { /* the consumed operand, when its block was not reused */
+        LLVMBasicBlockRef rel = cg_block(cg, "release"), done = cg_block(cg, "released");
+        LLVMBuildCondBr(cg->b, s.reused, done, rel);
+        LLVMPositionBuilderAtEnd(cg->b, rel);
+        cg_call_rt(cg, "dl_array_release", &s.reuse->val, 1);
+        LLVMBuildBr(cg->b, done);
+        LLVMPositionBuilderAtEnd(cg->b, done);
+    }
     return s.out;
 }
 

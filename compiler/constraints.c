@@ -1328,5 +1328,6 @@ void tc_generalise(Binding **bs, const bool *gen_ok, int n, int lv)
     compact_pending();
     vec_free(&qall);
     vec_free(&kept);
+    pick_kept = NULL;
 }
 

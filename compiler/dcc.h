@@ -1137,6 +1137,109 @@ void core_simplify(CProgram *p, int opt_level);
  * reporting errors. */
 bool ad_transform_program(CProgram *p);
 
+/* ---- the forward / Taylor engine (ad_forward.c, ad_taylor.c) ----------
+ *
+ * One macro serves forward mode (order 1) and Taylor mode (order K): every
+ * value of the differentiated region is represented by the coefficients
+ * c[0..K] of its truncated Taylor series in the perturbation, c[0] the
+ * primal value and c[1] the tangent (for K = 1) or the k-th normalised
+ * Taylor coefficient; NULL stands for a symbolic zero (no code is emitted
+ * for it). A value of function type a -> b is represented by its dual
+ * closure Pack(a) -> Pack(b), where Pack(t) = (t, T t, ..., T t) (K
+ * tangents) for a differentiable t, t itself for a type without tangent or
+ * one holding functions inside data, and Dual(t) for a function type. */
+typedef struct AdRep {
+    CAtom **c;     /* c[0..order]; for function values c[0] is the primal
+                      closure when one is at hand (else NULL) */
+    CAtom *dual;   /* function values: Pack(a) -> Pack(b); NULL for a
+                      function value from outside the region */
+    bool active;   /* function values: captures differentiated values */
+} AdRep;
+
+typedef struct AdFwd {
+    CProgram *prog;
+    int order;       /* 1: forward mode; K > 1: Taylor mode */
+    CBlock *blk;     /* where code is emitted */
+    CoreMap env;     /* source CVar -> AdRep*; absent: outside the region */
+    Loc loc;         /* the derivative form (for messages) */
+    bool ok;
+    int quiet;       /* > 0: speculative pass, errors are not printed */
+    /* When set, each emitted CVar that holds a tangent (is linear in the
+     * input tangents) is put here -> (void *)1: the partition reverse mode
+     * needs to linearise (primal bindings vs. the linear tangent program). */
+    CoreMap *linear;
+} AdFwd;
+
+/* PrimInfo.jvp_rule: x[i] the primal operands (new atoms), dx[i] their
+ * tangents (NULL: zero), y the primal result already emitted. Emits the
+ * tangent into F->blk and returns it (NULL: zero). The tangent is linear
+ * in the dx[i]: built from linear primitives (PRIM_LINEAR, in their linear
+ * operands) applied to tangents, products and quotients of one tangent by
+ * primal values, matmul/dot/solve with one tangent operand, select on a
+ * primal condition, and the guarded scale select(d == 0, 0, d * s)
+ * (sqrt's convention), which is linear with transpose itself. */
+typedef CAtom *(*AdJvpRule)(AdFwd *F, CExpr *e, CAtom **x, CAtom **dx, CAtom *y);
+/* PrimInfo.taylor_rule: x[i][0..K] the operands' coefficients, y[0] the
+ * primal result already emitted; fills y[1..K] (NULL: zero). */
+typedef void (*AdTaylorRule)(AdFwd *F, CExpr *e, CAtom ***x, CAtom **y);
+
+void ad_forward_init(void); /* fills PrimInfo.jvp_rule */
+void ad_taylor_init(void);  /* fills PrimInfo.taylor_rule */
+
+/* The macro on an inline lambda applied to the argument representations
+ * args[0..nparams): emits into F->blk, returns the result's. */
+AdRep *ad_fwd_lambda(AdFwd *F, CLambda *l, AdRep **args);
+/* For reverse mode and other clients: from `fn (x: a) => e : b` a new
+ * lambda `fn (x: a) (dx: T a) => (e, de) : (b, T b)` (forward mode, fresh
+ * variables; code outside the lambda is untouched). `linear`, if given,
+ * receives the tangent variables as in AdFwd.linear. NULL after an error. */
+CLambda *ad_forward_lambda(CProgram *p, CLambda *l, CoreMap *linear);
+
+/* Representations and emission helpers shared by the AD files. Arithmetic
+ * takes NULL as zero and folds literals; types follow broadcasting. */
+AdRep *ad_rep(AdFwd *F, CAtom *primal);        /* all tangents zero */
+CAtom *ad_emit(AdFwd *F, const char *name, Prim op, Type *t, CAtom **args, int n, int64_t imm);
+CAtom *ad_lit(double v, Type *like);           /* scalar literal of like's element type */
+CAtom *ad_add(AdFwd *F, CAtom *a, CAtom *b);
+CAtom *ad_sub(AdFwd *F, CAtom *a, CAtom *b);
+CAtom *ad_mul(AdFwd *F, CAtom *a, CAtom *b);
+CAtom *ad_div(AdFwd *F, CAtom *a, CAtom *b);
+CAtom *ad_neg(AdFwd *F, CAtom *a);
+CAtom *ad_scale(AdFwd *F, double s, CAtom *a); /* s * a, structural */
+CAtom *ad_un(AdFwd *F, Prim op, CAtom *a);     /* elementwise unary prim */
+CAtom *ad_bin(AdFwd *F, Prim op, CAtom *a, CAtom *b); /* elementwise binary prim */
+CAtom *ad_cmp(AdFwd *F, Prim op, CAtom *a, CAtom *b);
+CAtom *ad_select(AdFwd *F, CAtom *c, CAtom *a, CAtom *b);
+/* The zero of T(t) for the primal value x : t (materialised). */
+CAtom *ad_zero(AdFwd *F, Type *t, CAtom *x);
+CAtom *ad_materialise(AdFwd *F, CAtom *d, Type *t, CAtom *x);
+/* T(t) has no float (int, bool, ...): such values never carry tangents. */
+bool ad_tangent_trivial(Type *t);
+void ad_error(AdFwd *F, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Shapes and linear algebra pieces shared by the forward and Taylor rules. */
+CAtom *ad_flatten(AdFwd *F, CAtom *a, CAtom **size);   /* a as a []t, its length */
+CAtom *ad_sum_last(AdFwd *F, CAtom *a, bool keep);     /* sum over the last axis */
+CAtom *ad_chol_tangent(AdFwd *F, CAtom *L, CAtom *dA); /* L Φ(L⁻¹ dA L⁻ᵀ) */
+
+/* ad.c: the expansion driver, for the forms built from other forms. */
+bool ad_expand_block(CBlock *b); /* expands the forms in b, innermost first */
+bool ad_prepare_fun(CFun *f);                 /* f's own forms expanded before f is differentiated */
+CExpr *ad_def_of(CAtom *a);                   /* the binding of a variable seen so far, or NULL */
+const char *ad_fun_name(CProgram *p, const char *base); /* unique CFun name */
+void ad_note_def(CVar *v, CExpr *e);
+/* Forward-mode forms (ad_forward.c) and jet (ad_taylor.c): each emits the
+ * expansion of e into b and returns the atom of its value (NULL after an
+ * error was reported). */
+CAtom *ad_forward_form(CProgram *p, CExpr *e, CBlock *b);
+CAtom *ad_taylor_jet(CProgram *p, CExpr *e, CBlock *b);
+/* grad, value_and_grad, jacrev by forward mode, one pass per input
+ * component: a cross-check of reverse mode, used only when the environment
+ * sets DCC_AD_GRAD_BY_FORWARD. */
+CAtom *ad_forward_grad_form(CProgram *p, CExpr *e, CBlock *b);
+/* Reverse-mode forms (ad_reverse.c): vjp, grad, value_and_grad, jacrev,
+ * with the same contract (hessian and hvp are forward mode's). */
+CAtom *ad_reverse_form(CProgram *p, CExpr *e, CBlock *b);
+
 /* ========================================================================
  * codegen — Core IR to LLVM IR (the only files that include llvm-c/)
  * ======================================================================== */

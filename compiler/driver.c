@@ -240,6 +240,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         return codegen_run(prog, o);
     }
-    codegen_program(prog, o);
+    if (!codegen_program(prog, o))
+        return 1;
     return finish();
 }

@@ -600,7 +600,7 @@ static void print_prec(TypePrinter *p, StrBuf *b, Type *t, int prec)
         var_name(p, b, t);
         return;
     case TY_QVAR:
-        var_name(p, b, (const char *)NULL + 1 + t->id);
+        var_name(p, b, (const void *)(uintptr_t)(1 + t->id)); /* never a Type * */
         return;
     case TY_INT: sb_puts(b, "int"); return;
     case TY_FLOAT: sb_puts(b, "float"); return;

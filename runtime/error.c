@@ -2,6 +2,7 @@
  * Also the process-level state (program arguments, the C locale). */
 #include "internal.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,11 @@ void dl_init(int argc, char **argv)
 {
     prog_argc = argc;
     prog_argv = argv;
+    /* Array programs free and allocate large arrays in every iteration; by
+     * default glibc returns each one over 32 MiB to the kernel and takes it
+     * back page fault by page fault. Keep freed memory in the process. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 int dl_argc(void) { return prog_argc; }

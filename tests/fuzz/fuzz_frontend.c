@@ -21,9 +21,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     diag_reset();
     Vec order = {0};
     Module *root = module_load_text("fuzz.dl", (const char *)data, size, &order);
-    if (root && diag_error_count() == 0)
+    if (root && diag_error_count() == 0) {
         typecheck_program(&order);
+        if (diag_error_count() == 0)
+            types_dump_module(devnull, root); /* --emit=types */
+    }
     vec_free(&order);
+    /* Nothing may survive into the next input: module_reset forgets the
+     * modules, the source files and the checker's caches (typecheck_reset),
+     * then the arena goes; LeakSanitizer reports whatever was left. */
     module_reset();
     arena_free(dcc_arena);
     return 0;

@@ -187,6 +187,20 @@ static void expect_no_leak(void)
     ck_assert_msg(r->status == 0, "valgrind: status %d: %s", r->status, r->err);
 }
 
+/* Compiles DL source through the front end and lowering instead. */
+static void from_source(const char *src)
+{
+    diag_reset();
+    Vec order = {0};
+    Module *root = module_load_text("t", src, strlen(src), &order);
+    ck_assert_msg(root && diag_error_count() == 0, "parse errors");
+    typecheck_program(&order);
+    ck_assert_msg(diag_error_count() == 0, "type errors");
+    prog = core_lower_program(&order, root);
+    ck_assert_msg(prog && diag_error_count() == 0, "lowering errors");
+    core_simplify(prog, 2);
+}
+
 /* ------------------------------------------------------------ programs */
 
 START_TEST(test_scalars)
@@ -467,12 +481,21 @@ START_TEST(test_arrays)
     println(b, P(b, P_EQ, tb, a, a));
     println(b, P(b, P_LT, type_array(tb, 1), a, F(2.5)));
     println(b, prim(b, P_ARRAY, af, 0, 0));
+    println(b, P(b, P_SUM_AXIS0, af, m));
+    println(b, P(b, P_FILL, mf, F(2.0), I(2), I(2)));
+    println(b, P(b, P_REPLICATE, mf, I(2), a));
+    println(b, P(b, P_SOFTMAX, mf, P(b, P_ZEROS, mf, I(2), I(2))));
+    println(b, P(b, P_ZEROS_LIKE, type_tuple2(af, tf), P(b, P_TUPLE, type_tuple2(af, tf), a, F(3.0))));
+    println(b, P(b, P_CONCAT, mf, m, m));
     finish(b);
     expect("[11.0, 22.0, 33.0]\n[[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]\n[[2.0, 4.0, 6.0], [11.0, 22.0, 33.0]]\n"
            "[[2.0, 4.0, 6.0], [20.0, 40.0, 60.0]]\n66.0\n30.0\n[1.0, 2.0, 3.0]\n[14.0, 140.0]\n14.0\n"
            "[2.0, 3.0]\n[9.0, 2.0, 3.0]\n[1.0, 2.0, 3.0]\n[2.0, 4.0, 6.0]\n6.0\n[1.0, 3.0, 6.0]\n[2.0, 3.0]\n"
            "[6.0, 60.0]\n[(1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]\n[\"x\", \"y\"]\n[0, 1, 2, 3]\n"
-           "[[0.0, 0.0], [0.0, 0.0]]\n[[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]\ntrue\n[true, true, false]\n[]\n");
+           "[[0.0, 0.0], [0.0, 0.0]]\n[[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]\ntrue\n[true, true, false]\n[]\n"
+           "[11.0, 22.0, 33.0]\n[[2.0, 2.0], [2.0, 2.0]]\n[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]\n"
+           "[[0.5, 0.5], [0.5, 0.5]]\n([0.0, 0.0, 0.0], 0.0)\n"
+           "[[1.0, 2.0, 3.0], [10.0, 20.0, 30.0], [1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]\n");
     expect_no_leak();
 }
 END_TEST
@@ -534,6 +557,79 @@ START_TEST(test_emit_llvm)
 }
 END_TEST
 
+/* Elementwise chains, iota and maps of scalars are fused into the loop of
+ * their consumer; the results must be those of the unfused operations. */
+START_TEST(test_fusion)
+{
+    from_source("def main () : unit =\n"
+                "  let x = [1.0, 2.0, 3.0] in\n"
+                "  let y = [10.0, 20.0, 30.0] in\n"
+                "  let m = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]] in\n"
+                "  let _ = println (sum (x * y)) in\n"
+                "  let _ = println (x * x + y) in\n"
+                "  let _ = println x in\n"
+                "  let z = x * 2.0 in\n"
+                "  let w = z + z in\n"
+                "  let _ = println (w, z) in\n"
+                "  let _ = println (m * 2.0 + x) in\n"
+                "  let _ = println (mean ((m - 1.0) ^ 2.0)) in\n"
+                "  let _ = println (maximum (m * -1.0), minimum (x - 5.0)) in\n"
+                "  let _ = println (sum (map (fn i => float i * 0.5) (iota 4))) in\n"
+                "  let _ = println (map (fn i => float i + 1.0) (iota 3) + x) in\n"
+                "  let _ = println (map2 (fn a b => a * b) (iota 3) (iota 3)) in\n"
+                "  let _ = println (reduce (+) 0.0 (x * y)) in\n"
+                "  let _ = println (fold (fn acc v => acc + v * v) 1.0 (x + 1.0)) in\n"
+                "  let v = loop v = [1.0, 1.0, 1.0] for i < 3 do v * 2.0 + x in\n"
+                "  let _ = println v in\n"
+                "  let q = loop q = x for i < 2 do q + q in\n"
+                "  let _ = println (q, x) in\n"
+                "  let k = [1, 2, 3] in\n"
+                "  let _ = println (k * k - 1, sum (k * 2), mean (map float k)) in\n"
+                "  let e = [1.0, 2.0] in\n"
+                "  let f = e + [0.5] in\n"
+                "  println (f, e)\n");
+    expect("140.0\n[11.0, 24.0, 39.0]\n[1.0, 2.0, 3.0]\n([4.0, 8.0, 12.0], [2.0, 4.0, 6.0])\n"
+           "[[3.0, 6.0, 9.0], [9.0, 12.0, 15.0]]\n9.166666666666666\n(-1.0, -4.0)\n3.0\n[2.0, 4.0, 6.0]\n"
+           "[0, 1, 4]\n140.0\n30.0\n[15.0, 22.0, 29.0]\n([4.0, 8.0, 12.0], [1.0, 2.0, 3.0])\n"
+           "([0, 3, 8], 12, 2.0)\n([1.5, 2.5], [1.0, 2.0])\n");
+    expect_no_leak();
+    from_source("def main () : unit =\n"
+                "  let x = [1.0, 2.0, 3.0] in\n"
+                "  let y = [1.0, 2.0] in\n"
+                "  println (sum (x * y))\n");
+    expect_error("t:4:17: error: shape mismatch in '*': [3] and [2]");
+    from_source("def main () : unit = println (map2 (fn a b => a + b) (iota 3) (iota 4))\n");
+    expect_error("error: shape mismatch in 'map2': [3] and [4]");
+}
+END_TEST
+
+/* Values built at run time: strings, show, closures in loops, arrays of
+ * structures, update in place, nested variants. */
+START_TEST(test_source_misc)
+{
+    from_source("type 'a option = None | Some of 'a\n"
+                "type r = { name: string, xs: []float }\n"
+                "def main () : unit =\n"
+                "  let s = show (1, [2.5], Some \"a\") in\n"
+                "  let _ = println (str_concat s \"!\") in\n"
+                "  let fs = loop fs = [] for i < 3 do concat fs [fn x => x + i] in\n"
+                "  let _ = println (map (fn f => f 10) fs) in\n"
+                "  let rs = map (fn i => { name = show i, xs = replicate i 1.0 }) (iota 3) in\n"
+                "  let _ = println rs in\n"
+                "  let a = loop a = zeros 1 for i < 3 do concat a [float i] in\n"
+                "  let _ = println (a, length a) in\n"
+                "  let o = Some (Some [1, 2]) in\n"
+                "  let _ = println (o, [o, None]) in\n"
+                "  let t = map (fn r => sum r.xs) (filter (fn r => length r.xs > 0) rs) in\n"
+                "  println (t, reverse [1, 2, 3], take 2 [1, 2, 3], drop 1 [[1], [2]])\n");
+    expect("(1, [2.5], Some \"a\")!\n[10, 11, 12]\n"
+           "[{ name = \"0\", xs = [] }, { name = \"1\", xs = [1.0] }, { name = \"2\", xs = [1.0, 1.0] }]\n"
+           "([0.0, 0.0, 1.0, 2.0], 4)\n(Some (Some [1, 2]), [Some (Some [1, 2]), None])\n"
+           "([1.0, 2.0], [3, 2, 1], [1, 2], [[2]])\n");
+    expect_no_leak();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("codegen");
@@ -548,6 +644,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_arrays);
     tcase_add_test(t, test_runtime_errors);
     tcase_add_test(t, test_emit_llvm);
+    tcase_add_test(t, test_fusion);
+    tcase_add_test(t, test_source_misc);
     suite_add_tcase(s, t);
     return s;
 }
