@@ -1254,6 +1254,65 @@ bool codegen_program(CProgram *p, const Options *o);
 int codegen_run(CProgram *p, const Options *o);
 
 /* ========================================================================
+ * cheader — the C view of exported functions (cheader.c; docs/c-api.md)
+ *
+ * Every export, and every call wrapper of a closure type that crosses the
+ * boundary, is the C function
+ *     int SYM(P1 a1, ..., Pn an, R *out);
+ * returning 0 (result in *out) or 1 after a run-time error (dl_last_error);
+ * unit parameters are left out, and a unit result has no out parameter.
+ * codegen.c's export wrappers and the header agree through these functions.
+ * ======================================================================== */
+
+typedef enum {
+    CVIEW_UNIT,    /* left out (a uint8_t inside structs) */
+    CVIEW_F64,     /* double */
+    CVIEW_F32,     /* float */
+    CVIEW_I64,     /* int64_t */
+    CVIEW_BOOL,    /* bool */
+    CVIEW_STRING,  /* const char * (DL string inside results) */
+    CVIEW_KEY,     /* dl_key */
+    CVIEW_ARRAY,   /* dl_array * */
+    CVIEW_STRUCT,  /* tuple or record: a struct, parameters by const pointer */
+    CVIEW_VARIANT, /* pointer to the constructor cell (a tagged struct) */
+    CVIEW_FUNC,    /* dl_closure * (opaque), applied with a call wrapper */
+} CViewKind;
+
+Type *cview_norm(Type *t);          /* resolved, [][]a flattened, T(t) computed */
+CViewKind cview_kind(Type *t);
+/* A C identifier naming the type: float, arr2_float, tup2_float_int,
+ * params (a record), option_float (an instance), fn_float_arr1_float. */
+const char *cview_mangle(Type *t);
+/* Symbols of a module: the closure call wrapper of a function type, the
+ * release function of an export's result. */
+const char *cview_call_name(const char *module, Type *fty);
+const char *cview_release_name(const char *sym);
+/* Whether the type holds references (the result needs a release). */
+bool cview_has_refs(Type *t);
+/* Every function type reachable from the exports' signatures (through
+ * tuples, records, arrays, variants and functions), each once. */
+void cview_closure_types(CProgram *p, Vec *out);
+/* Writes the header for the program's exports; false after an error
+ * (reported). `root` is the module compiled (its export declarations give
+ * the comments), `source` names its file. */
+bool cheader_write(CProgram *p, Module *root, const char *path, const char *source);
+
+/* ========================================================================
+ * repl — the interactive session (repl.c)
+ * ======================================================================== */
+
+/* Runs the REPL: `load`, if given, is loaded first; interactive (prompt,
+ * banner, line editing, history) when stdin is a terminal, otherwise a
+ * script read from stdin. Returns the exit status of dcc. */
+int repl_main(const char *load);
+/* For the REPL's JIT (codegen.c): the program's module, with the C main
+ * wrapper, optimised, as LLVM bitcode in a malloc'd buffer; false after
+ * an error (reported). */
+bool codegen_bitcode(CProgram *p, const Options *o, char **data, size_t *len);
+/* The directory holding libdlrt (the build tree's when dcc runs from it). */
+const char *codegen_runtime_dir(void);
+
+/* ========================================================================
  * driver
  * ======================================================================== */
 

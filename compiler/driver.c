@@ -3,7 +3,9 @@
  *   dcc [options] file.dl          compile to an executable (a.out or -o)
  *   dcc run file.dl [args...]      compile and run
  *   dcc -c m.dl [--header m.h]     object file (and C header) for C programs
- *   dcc                            interactive session (REPL)
+ *   dcc [-i file.dl]               interactive session (REPL, repl.c); with
+ *                                  stdin not a terminal, a script session
+ *   dcc [options] -                compile the program read from stdin
  *
  * Exit status: 0 on success, 1 when any error was reported, 2 on a usage
  * error. */
@@ -18,13 +20,22 @@
 
 Options dcc_options = {.opt_level = 2, .colour = -1};
 
+/* -i FILE: the REPL, with FILE loaded first. */
+static const char *repl_load;
+static bool repl_wanted;
+/* An option that only makes sense for a compilation was given. */
+static bool compile_option;
+
 static const char usage_text[] =
     "usage: dcc [options] FILE.dl            compile FILE.dl to an executable\n"
     "       dcc run [options] FILE.dl [ARGS] compile and run, passing ARGS\n"
     "       dcc -c FILE.dl [--header FILE.h]  compile to an object file for C\n"
     "       dcc [-i FILE.dl]                 interactive session (REPL)\n"
     "\n"
-    "Input is a DL source file, or '-' for standard input.\n"
+    "Input is a DL source file, or '-' for a program read from standard input.\n"
+    "Without an input file dcc starts the REPL; when standard input is not a\n"
+    "terminal the REPL reads its lines from it as a script (no prompt, no\n"
+    "banner), e.g. echo '1 + 2' | dcc. Type :help in the REPL for its commands.\n"
     "\n"
     "options:\n"
     "  -o FILE           write the output to FILE\n"
@@ -91,20 +102,28 @@ static void parse_args(int argc, char **argv)
             if (++i >= argc)
                 usage_error("%s needs a file name", a);
             o->output = argv[i];
+            compile_option = true;
         } else if (strcmp(a, "--header") == 0) {
             if (++i >= argc)
                 usage_error("%s needs a file name", a);
             o->header = argv[i];
+            compile_option = true;
         } else if (strncmp(a, "--header=", 9) == 0) {
             o->header = a + 9;
+            compile_option = true;
         } else if (strcmp(a, "-i") == 0) {
             if (++i >= argc)
                 usage_error("%s needs a file name", a);
-            o->input = argv[i];
+            if (repl_load)
+                usage_error("more than one -i file ('%s')", argv[i]);
+            repl_load = argv[i];
+            repl_wanted = true;
         } else if (strcmp(a, "-c") == 0) {
             o->compile_only = true;
+            compile_option = true;
         } else if (strcmp(a, "-S") == 0) {
             o->asm_only = true;
+            compile_option = true;
         } else if (strcmp(a, "-g") == 0) {
             o->debug_info = true;
         } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
@@ -117,6 +136,7 @@ static void parse_args(int argc, char **argv)
             if (k == sizeof emit_names / sizeof *emit_names)
                 usage_error("unknown --emit stage '%s' (tokens, ast, types, core, ad, llvm, asm, obj, ptx)", a + 7);
             o->emit = emit_names[k].kind;
+            compile_option = true;
         } else if (strncmp(a, "--color=", 8) == 0 || strncmp(a, "--colour=", 9) == 0) {
             const char *w = strchr(a, '=') + 1;
             if (strcmp(w, "always") == 0)
@@ -170,12 +190,14 @@ int main(int argc, char **argv)
     Options *o = &dcc_options;
     diag_set_colour(o->colour);
 
-    if (!o->input) {
-        if (isatty(0)) {
-            fprintf(stderr, "dcc: error: the interactive session (REPL) is not built yet; give a file (dcc --help)\n");
-            return 1;
-        }
-        o->input = "-";
+    /* dcc, dcc -i FILE: the REPL (a script session when stdin is not a
+     * terminal); dcc - compiles the program on stdin. */
+    if (repl_wanted || !o->input) {
+        if (o->input && repl_wanted)
+            usage_error("-i starts the REPL; it takes no other input file ('%s')", o->input);
+        if (compile_option || o->run)
+            usage_error("%s", "no input file (give FILE.dl, or '-' for standard input)");
+        return repl_main(repl_load);
     }
     const char *display = strcmp(o->input, "-") == 0 ? "<stdin>" : o->input;
 
@@ -242,5 +264,11 @@ int main(int argc, char **argv)
     }
     if (!codegen_program(prog, o))
         return 1;
+    if (o->header) {
+        if (!o->compile_only && o->emit != EMIT_OBJ)
+            warning_at(loc_none, "--header is written with -c (compiling to an object file)");
+        if (!cheader_write(prog, root, o->header, display))
+            return 1;
+    }
     return finish();
 }
