@@ -1,8 +1,7 @@
 /* ad.c — the derivative stages' entry point: finds every CE_DERIV and hands
  * it to forward mode (ad_forward.c: jvp, jacfwd, hessian, hvp, fwdgrad,
  * fwdgrad_dir), Taylor mode (ad_taylor.c: jet) or reverse mode
- * (ad_reverse.c). Forms whose mode does not exist yet are reported as not
- * implemented, at their position.
+ * (ad_reverse.c: vjp, grad, value_and_grad, jacrev).
  *
  * Order: innermost first. A form's inline lambda is expanded before the
  * form itself, and a function is expanded before any derivative of it is
@@ -16,7 +15,6 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-
 
 static const char *deriv_name(DerivKind k)
 {
@@ -248,6 +246,7 @@ bool ad_transform_program(CProgram *p)
     memset(&A.names, 0, sizeof A.names);
     ad_forward_init();
     ad_taylor_init();
+    ad_forward_reset();
     bool ok = true;
     for (int i = 0; i < p->nfuns; i++)
         ok &= ad_prepare_fun(p->funs[i]);

@@ -953,6 +953,79 @@ static CAtom *call_rule(AdFwd *F, CFun *rule, CAtom *a, CAtom *da, Type *at)
 }
 
 static void fwd_rule_taylor(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar);
+static void ensure_dual(AdFwd *F, AdRep *r, CAtom *a);
+
+/* <u, v> on T(t): the sum of the products of the float components. */
+static CAtom *inner(AdFwd *F, CAtom *u, CAtom *v, Type *et)
+{
+    Type *t = rs(core_atom_type(u));
+    if (ad_tangent_trivial(t))
+        return NULL;
+    if (t->kind == TY_TUPLE || (t->kind == TY_NAMED && t->decl->kind == TD_RECORD)) {
+        bool tup = t->kind == TY_TUPLE;
+        int n = tup ? t->nargs : t->decl->nfields;
+        CAtom *s = NULL;
+        for (int i = 0; i < n; i++) {
+            Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
+            s = ad_add(F, s, inner(F, emit1(F, "u", tup ? P_PROJ : P_FIELD, ct, u, i),
+                                   emit1(F, "v", tup ? P_PROJ : P_FIELD, ct, v, i), et));
+        }
+        return s;
+    }
+    if (t->kind == TY_ARRAY && is_floatish(t->elem)) {
+        CAtom *p = ad_mul(F, u, v);
+        CAtom *s = emit1(F, "s", P_SUM, rs(t->elem), ad_flatten(F, p, NULL), 0);
+        return rs(t->elem)->kind == rs(et)->kind ? s : emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, s, 0);
+    }
+    if (is_floatish(t)) {
+        CAtom *p = ad_mul(F, u, v);
+        return t->kind == rs(et)->kind ? p : emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, p, 0);
+    }
+    ad_error(F, F->loc, "forward mode through a vjp rule on %s is not supported", type_to_string(t));
+    return NULL;
+}
+
+/* A function with a `with vjp` rule and a scalar result, in forward mode:
+ * dy = <pullback 1, dx> (the rule's transpose applied to the only output
+ * direction), so that forward and reverse mode agree with the rule. */
+static AdRep *fwd_vjp_rule(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
+{
+    CFun *f = e->u.fun;
+    int n = e->nargs;
+    for (int i = 0; i < n; i++)
+        if (tkind(core_atom_type(e->args[i])) == TK_FUNC)
+            return NULL;
+    if (!ad_prepare_fun(f->vjp_rule))
+        F->ok = false;
+    Type *at = params_type(f);
+    CAtom *a, *da;
+    if (n == 1) {
+        a = ar[0]->c[0];
+        da = ad_materialise(F, ar[0]->c[1], at, a);
+    } else {
+        CAtom **xs = NEWN(CAtom *, n), **ds = NEWN(CAtom *, n);
+        for (int i = 0; i < n; i++) {
+            xs[i] = ar[i]->c[0];
+            ds[i] = ad_materialise(F, ar[i]->c[1], core_atom_type(xs[i]), xs[i]);
+        }
+        a = ad_emit(F, "x", P_TUPLE, at, xs, n, 0);
+        da = ad_emit(F, "dx", P_TUPLE, tangent_of(at), ds, n, 0);
+    }
+    CFun *rule = f->vjp_rule;
+    CAtom *r = emit_call(F, "r", rule, rule->ret, &a, 1);
+    Type *pbt = rs(rule->ret)->args[1];
+    CAtom *pb = emit1(F, "pb", P_PROJ, pbt, r, 1);
+    CExpr *ap = core_expr(CE_APPLY, rs(pbt)->args[1], F->loc);
+    ap->nargs = 2;
+    ap->args = NEWN(CAtom *, 2);
+    ap->args[0] = pb;
+    ap->args[1] = ad_lit(1, e->type);
+    CAtom *g = bind_expr(F, "g", ap);
+    AdRep *res = rep_new(F);
+    res->c[0] = emit1(F, xv->name, P_PROJ, e->type, r, 0);
+    res->c[1] = inner(F, g, da, e->type);
+    return res;
+}
 
 static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
 {
@@ -965,6 +1038,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
         ar[i] = rep_of(F, e->args[i]);
         TKind k = tkind(core_atom_type(e->args[i]));
         if (k == TK_FUNC) {
+            ensure_dual(F, ar[i], e->args[i]);
             if (ar[i]->active)
                 active = true;
             if (!ar[i]->c[0])
@@ -1021,6 +1095,11 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
         res->c[0] = emit1(F, xv->name, P_PROJ, e->type, r, 0);
         res->c[1] = nz(emit1(F, dname(xv->name), P_PROJ, tangent_of(e->type), r, 1));
         return res;
+    }
+    if (f->vjp_rule && F->order == 1 && is_floatish(e->type)) {
+        AdRep *r = fwd_vjp_rule(F, xv, e, ar);
+        if (r)
+            return r;
     }
     CFun *g = fwd_fun(F, f, F->order, mask);
     if (!g)
@@ -1133,6 +1212,20 @@ static CAtom *dual_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
     return bind_lambda(F, name, nl, nl->type);
 }
 
+/* A function value from outside the region whose definition is a lambda
+ * in scope (`let f = fn ... in jvp f x dx`, before the simplifier inlines
+ * it): its dual is built here, where everything it captures is in scope
+ * and constant. */
+static void ensure_dual(AdFwd *F, AdRep *r, CAtom *a)
+{
+    if (r->dual || !a || a->kind != CA_VAR)
+        return;
+    CExpr *d = ad_def_of(a);
+    if (!d || d->kind != CE_LAMBDA || core_map_get(&F->env, a->u.var))
+        return;
+    r->dual = dual_closure(F, d->u.lambda, d->type, dname(a->u.var->name));
+}
+
 /* The primal closure of a lambda that captures nothing active. */
 static CAtom *primal_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
 {
@@ -1168,6 +1261,8 @@ static AdRep *fwd_apply(AdFwd *F, CVar *xv, CExpr *e)
     AdRep *c = rep_of(F, e->args[0]);
     AdRep *a = rep_of(F, e->args[1]);
     Type *at = core_atom_type(e->args[1]);
+    if (!c->dual && rep_has_tangent(F, a))
+        ensure_dual(F, c, e->args[0]);
     if (c->dual && (rep_has_tangent(F, a) || !c->c[0] || c->active || (tkind(at) == TK_FUNC && !a->c[0]))) {
         CAtom *pa = pack(F, a, at, e->loc);
         CExpr *ap = core_expr(CE_APPLY, pack_type(e->type, F->order), e->loc);
@@ -2407,6 +2502,14 @@ RULE(rule_cholesky)
 }
 
 #undef RULE
+
+void ad_forward_reset(void)
+{
+    zero_helpers = NULL;
+    zero_prog = NULL;
+    fun_memo = NULL;
+    fun_memo_prog = NULL;
+}
 
 void ad_forward_init(void)
 {

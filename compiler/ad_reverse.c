@@ -115,6 +115,8 @@ typedef struct Entry {
     CAtom **args;
     int nargs;
     CFun *rule;
+    /* EN_LOOP: residuals recomputed in the reversed loop instead of saved */
+    CBlock *remat;
 } Entry;
 
 /* Adjoints: NULL is the symbolic zero. */
@@ -350,12 +352,44 @@ static CAtom *sel(CBlock *b, CAtom *c, CAtom *x, CAtom *y)
 static CAtom *iadd(CBlock *b, CAtom *x, CAtom *y) { return P2(b, P_ADD, type_int(), x, y); }
 static CAtom *isub(CBlock *b, CAtom *x, CAtom *y) { return P2(b, P_SUB, type_int(), x, y); }
 
-static CAtom *length_of(CBlock *b, CAtom *x) { return P1(b, P_LENGTH, type_int(), x); }
+static CExpr *known_def(CAtom *a);
+
+/* An array of the same shape as x computed earlier, when x's definition
+ * shows one (elementwise operations with one array operand): the shape is
+ * read from there, so that x itself may be dead after the forward sweep. */
+static CAtom *same_shape(CAtom *x, bool axis0_only)
+{
+    for (int depth = 0; depth < 32; depth++) {
+        CExpr *d = known_def(x);
+        if (!d)
+            break;
+        if (d->kind == CE_SOAC && d->u.soac.kind == SOAC_MAP && axis0_only) {
+            x = d->args[0];
+            continue;
+        }
+        if (d->kind != CE_PRIM || !(core_prims[d->u.prim.op].flags & PRIM_ELEMENTWISE))
+            break;
+        CAtom *arr = NULL;
+        int narr = 0;
+        for (int i = 0; i < d->nargs; i++)
+            if (is_arr(aty(d->args[i]))) {
+                arr = d->args[i];
+                narr++;
+            }
+        if (narr != 1 || rank_of(aty(arr)) != rank_of(aty(x)))
+            break;
+        x = arr;
+    }
+    return x;
+}
+
+static CAtom *length_of(CBlock *b, CAtom *x) { return P1(b, P_LENGTH, type_int(), same_shape(x, true)); }
 
 /* The dimensions of an array, one int atom each. */
 static int dims_of(CBlock *b, CAtom *x, CAtom **out)
 {
     int r = rank_of(aty(x));
+    x = same_shape(x, r == 1);
     if (r == 1) {
         out[0] = length_of(b, x);
         return 1;
@@ -1170,6 +1204,14 @@ static CExpr *resolve_def(CAtom *a)
     return NULL;
 }
 
+static CExpr *known_def(CAtom *a)
+{
+    if (!a || a->kind != CA_VAR)
+        return NULL;
+    CExpr *d = core_map_get(&R->known, a->u.var);
+    return d ? d : ad_def_of(a);
+}
+
 static bool is_io(Prim p) { return p == P_PRINT || p == P_PRINTLN || p == P_PROGRESS || p == P_WRITE_NPY; }
 
 /* The call's value and pullback from fv (f_vjp or a `with vjp` rule). */
@@ -1558,9 +1600,8 @@ static void fwd_branch(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     for (int k = 0; k < nb; k++)
         tmpl_escapes(tm[k], &outs, &seen);
     core_map_free(&seen);
-    CVar **ov = (CVar **)vec_freeze(&outs);
     int no = outs.len;
-    vec_free(&outs);
+    CVar **ov = (CVar **)vec_freeze(&outs);
     for (int k = 0; k < nb; k++)
         tmpl_finish(tm[k], ov, no, isif ? NULL : e->u.case_.alts[k].payload);
     /* the residuals leave the branch with its value */
@@ -1762,6 +1803,58 @@ static CAtom *buf_store(CBlock *b, CAtom *buf, CAtom *v, CAtom *i, CAtom *n)
     return update_at(b, buf, v, &i, 1);
 }
 
+/* Rematerialisation: a residual of a loop body that a few cheap scalar
+ * operations compute from the counter and loop invariants (x[i] for an
+ * outer x, say) is recomputed by the reversed loop instead of saved. */
+typedef struct Remat {
+    CoreMap defs;  /* body var -> its expression */
+    CoreMap memo;  /* var -> (void *)1 yes, 2 no */
+    Frame *frame;
+    CVar *ivar;
+} Remat;
+
+static bool remat_prim(CExpr *e, CVar *v)
+{
+    if (e->kind != CE_PRIM)
+        return false;
+    switch (e->u.prim.op) {
+    case P_INDEX: case P_PROJ: case P_FIELD: case P_LENGTH: case P_TO_FLOAT: case P_TO_F32:
+        return true;
+    case P_ADD: case P_SUB: case P_MUL: case P_NEG: case P_MOD: case P_EQ: case P_LT: case P_GT:
+    case P_LE: case P_GE: case P_NE: case P_NOT:
+        return !is_arr(v->type) && (e->u.prim.op != P_MOD || !core_prim_may_fail(e));
+    default:
+        return false;
+    }
+}
+
+static bool remat_ok(Remat *rm, CVar *v, int depth)
+{
+    if (v == rm->ivar || !core_map_get(&rm->frame->bound, v))
+        return true;
+    intptr_t m = (intptr_t)core_map_get(&rm->memo, v);
+    if (m)
+        return m == 1;
+    CExpr *e = core_map_get(&rm->defs, v);
+    bool ok = e && depth < 16 && remat_prim(e, v);
+    for (int i = 0; ok && e && i < e->nargs; i++)
+        if (e->args[i]->kind == CA_VAR)
+            ok = remat_ok(rm, e->args[i]->u.var, depth + 1);
+    core_map_put(&rm->memo, v, (void *)(intptr_t)(ok ? 1 : 2));
+    return ok;
+}
+
+static void remat_need(Remat *rm, CVar *v, CoreMap *need)
+{
+    if (v == rm->ivar || !core_map_get(&rm->frame->bound, v) || core_map_get(need, v))
+        return;
+    core_map_put(need, v, (void *)1);
+    CExpr *e = core_map_get(&rm->defs, v);
+    for (int i = 0; i < e->nargs; i++)
+        if (e->args[i]->kind == CA_VAR)
+            remat_need(rm, e->args[i]->u.var, need);
+}
+
 static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 {
     CVar *s = e->u.loop.state;
@@ -1793,14 +1886,32 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     core_map_free(&seen);
     int no = outs.len;
     CVar **ov = (CVar **)vec_freeze(&outs);
-    vec_free(&outs);
     tmpl_finish(tm, ov, no, NULL);
-    /* residuals to save: all but the counter (recomputed) and units */
+    /* residuals to save: all but the counter, units, and the cheap ones
+     * that only depend on the counter and loop invariants (recomputed) */
+    CoreMap need = {0};
+    Remat rm = {.defs = {0}, .frame = FB, .ivar = isfor ? e->u.loop.ivar : NULL};
+    for (int j = 0; j < nb->nbinds; j++)
+        core_map_put(&rm.defs, nb->binds[j].var, nb->binds[j].e);
     int nr = 0;
     CVar **rv_ = NEWN(CVar *, tm->nres > 0 ? tm->nres : 1);
-    for (int j = 0; j < tm->nres; j++)
-        if (tm->res[j] != e->u.loop.ivar && save_kind(tm->res[j]->type) != SAVE_NONE)
-            rv_[nr++] = tm->res[j];
+    for (int j = 0; j < tm->nres; j++) {
+        CVar *r = tm->res[j];
+        if (r == e->u.loop.ivar || save_kind(r->type) == SAVE_NONE)
+            continue;
+        if (remat_ok(&rm, r, 0))
+            remat_need(&rm, r, &need);
+        else
+            rv_[nr++] = r;
+    }
+    CBlock *remat = core_block_new();
+    for (int j = 0; j < nb->nbinds; j++)
+        if (core_map_get(&need, nb->binds[j].var))
+            push_bind(remat, nb->binds[j].var, nb->binds[j].e);
+    remat->result = core_atom_unit();
+    core_map_free(&need);
+    core_map_free(&rm.defs);
+    core_map_free(&rm.memo);
     Entry *en;
     CAtom *count;
     CAtom **bufs = NEWN(CAtom *, nr > 0 ? nr : 1);
@@ -1883,6 +1994,7 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     en->ivar = isfor ? e->u.loop.ivar : NULL;
     en->res = NEWN(CAtom **, 1);
     en->res[0] = (CAtom **)rv_;
+    en->remat = remat;
 }
 
 /* The reversed loop: from the last iteration to the first, the body's
@@ -1910,6 +2022,18 @@ static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
     CVar **from = NEWN(CVar *, tm->nres + 1);
     CAtom **to = NEWN(CAtom *, tm->nres + 1);
     int m = 0;
+    if (en->remat->nbinds) {
+        CBlock *rc = en->ivar ? core_copy_block(en->remat, &en->ivar, &it, 1)
+                              : core_copy_block(en->remat, NULL, NULL, 0);
+        for (int j = 0; j < rc->nbinds; j++) {
+            push_bind(lb, rc->binds[j].var, rc->binds[j].e);
+            for (int q = 0; q < tm->nres; q++)
+                if (tm->res[q] == en->remat->binds[j].var) {
+                    from[m] = tm->res[q];
+                    to[m++] = core_atom_var(rc->binds[j].var);
+                }
+        }
+    }
     for (int j = 0; j < nr; j++) {
         from[m] = rv_[j];
         to[m++] = index1(lb, en->bufs[j], it);
@@ -1937,9 +2061,9 @@ static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
         r = tuple_of(lb, nx, tot);
     }
     CAtom *fin = for_end(b, &L, r);
-    contrib(B, b, en->init, A(untuple(b, fin, tot, 0)));
     for (int j = 0; j < no; j++)
         adj_set(B, en->outs[j], A(untuple(b, fin, tot, 1 + j)));
+    contrib(B, b, en->init, A(untuple(b, fin, tot, 0)));
 }
 
 /* ------------------------------------------------------------ SOACs */

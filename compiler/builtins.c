@@ -7,6 +7,10 @@
  * separated by ';':
  *   num 'a | floating 'a | numeric 'a | scalar 'a | ord 'a | eq 'a
  *   | array 'a | anyarray 'a            class membership (CK_CLASS)
+ *   vfloating 'a | vnumeric 'a          floating / numeric, and also tuples
+ *                                       and records of such values (the
+ *                                       elementwise math built-ins act
+ *                                       componentwise, LANGUAGE.md §3)
  *   bcast CLASS 'a 'b 'c                'a op 'b : 'c with broadcasting
  *   matmul 'a 'b 'c | convert 'a 'b SCALAR | shape 's 'r SCALAR
  *   reshape 's 'a 'b | reduce_all CLASS 'a 'e | drop_axis CLASS 'a 'b [SCALAR]
@@ -20,22 +24,23 @@
 
 static const BuiltinInfo table[] = {
     {B_NONE, "", "", NULL, DERIV_NONE},
-    /* elementwise math: floating (float, f32, arrays of them) */
-    {B_EXP, "exp", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_LOG, "log", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_LOG1P, "log1p", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_EXPM1, "expm1", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_SQRT, "sqrt", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_SIN, "sin", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_COS, "cos", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_TAN, "tan", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_TANH, "tanh", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_ABS, "abs", "'a -> 'a", "numeric 'a", DERIV_NONE},
-    {B_SIGMOID, "sigmoid", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_SOFTPLUS, "softplus", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_RELU, "relu", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_FLOOR, "floor", "'a -> 'a", "floating 'a", DERIV_NONE},
-    {B_CEIL, "ceil", "'a -> 'a", "floating 'a", DERIV_NONE},
+    /* elementwise math: floating (float, f32, arrays of them), and
+     * componentwise on tuples and records of these */
+    {B_EXP, "exp", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_LOG, "log", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_LOG1P, "log1p", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_EXPM1, "expm1", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_SQRT, "sqrt", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_SIN, "sin", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_COS, "cos", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_TAN, "tan", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_TANH, "tanh", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_ABS, "abs", "'a -> 'a", "vnumeric 'a", DERIV_NONE},
+    {B_SIGMOID, "sigmoid", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_SOFTPLUS, "softplus", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_RELU, "relu", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_FLOOR, "floor", "'a -> 'a", "vfloating 'a", DERIV_NONE},
+    {B_CEIL, "ceil", "'a -> 'a", "vfloating 'a", DERIV_NONE},
     {B_ATAN2, "atan2", "'a -> 'b -> 'c", "bcast floating 'a 'b 'c", DERIV_NONE},
     {B_POW, "pow", "'a -> 'b -> 'c", "bcast floating 'a 'b 'c", DERIV_NONE},
     {B_MIN, "min", "'a -> 'b -> 'c", "bcast numeric 'a 'b 'c", DERIV_NONE},
@@ -91,6 +96,9 @@ static const BuiltinInfo table[] = {
     {B_UNIFORM, "uniform", "key -> 's -> 'r", "shape 's 'r float", DERIV_NONE},
     {B_NORMAL, "normal", "key -> 's -> 'r", "shape 's 'r float", DERIV_NONE},
     {B_PERMUTATION, "permutation", "key -> int -> []int", NULL, DERIV_NONE},
+    /* N(0, I) with the structure of the second argument (float, f32,
+     * arrays of them, tuples and records of these) */
+    {B_NORMAL_LIKE, "normal_like", "key -> 'a -> 'a", "vfloating 'a", DERIV_NONE},
     /* I/O */
     {B_PRINT, "print", "'a -> unit", NULL, DERIV_NONE},
     {B_PRINTLN, "println", "'a -> unit", NULL, DERIV_NONE},
@@ -103,6 +111,8 @@ static const BuiltinInfo table[] = {
     {B_SHOW, "show", "'a -> string", NULL, DERIV_NONE},
     {B_STR_CONCAT, "str_concat", "string -> string -> string", NULL, DERIV_NONE},
     {B_ERROR, "error", "string -> 'a", NULL, DERIV_NONE},
+    {B_CLOCK, "clock", "unit -> float", NULL, DERIV_NONE},
+    {B_WRITE_TEXT, "write_text", "string -> string -> unit", NULL, DERIV_NONE},
     /* derivatives */
     {B_JVP, "jvp", "('a -> 'b) -> 'a -> T('a) -> ('b, T('b))", NULL, DERIV_JVP},
     {B_VJP, "vjp", "('a -> 'b) -> 'a -> ('b, T('b) -> T('a))", NULL, DERIV_VJP},
@@ -265,16 +275,21 @@ Type *builtin_parse_type(const char *src, int level, const char **names, Type **
     return t;
 }
 
-static bool parse_class(const char *w, TypeClass *c)
+/* A class name; *structural is set for num and the v- classes (tuples and
+ * records of members are members). */
+static bool parse_class(const char *w, TypeClass *c, bool *structural)
 {
-    static const struct { const char *n; TypeClass c; } cls[] = {
-        {"num", TC_NUM}, {"floating", TC_FLOATING}, {"numeric", TC_NUMELEM},
-        {"scalar", TC_SCALAR}, {"ord", TC_ORD}, {"eq", TC_EQ},
-        {"array", TC_ARRAY}, {"anyarray", TC_ANYARRAY},
+    static const struct { const char *n; TypeClass c; bool structural; } cls[] = {
+        {"num", TC_NUM, true}, {"floating", TC_FLOATING, false},
+        {"numeric", TC_NUMELEM, false}, {"scalar", TC_SCALAR, false},
+        {"ord", TC_ORD, false}, {"eq", TC_EQ, false},
+        {"array", TC_ARRAY, false}, {"anyarray", TC_ANYARRAY, false},
+        {"vfloating", TC_FLOATING, true}, {"vnumeric", TC_NUMELEM, true},
     };
     for (size_t i = 0; w && i < sizeof cls / sizeof cls[0]; i++)
         if (!strcmp(w, cls[i].n)) {
             *c = cls[i].c;
+            *structural = cls[i].structural;
             return true;
         }
     return false;
@@ -291,10 +306,11 @@ static Constraint *p_constraint(SP *p)
         return c;
     }
     TypeClass cls;
-    if (parse_class(w, &cls)) {
+    bool structural;
+    if (parse_class(w, &cls, &structural)) {
         c->kind = CK_CLASS;
         c->cls = cls;
-        c->structural = cls == TC_NUM;
+        c->structural = structural;
         c->t[0] = p_atom(p);
         return c;
     }
@@ -316,7 +332,7 @@ static Constraint *p_constraint(SP *p)
             skip(p);
             c->m = (int)strtol(p->s, (char **)&p->s, 10);
         }
-        if (kinds[i].has_cls && !parse_class(word(p), &c->cls))
+        if (kinds[i].has_cls && !parse_class(word(p), &c->cls, &structural))
             p->err = true;
         for (int k = 0; k < kinds[i].ntypes; k++)
             c->t[k] = p_atom(p);

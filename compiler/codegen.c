@@ -412,6 +412,8 @@ static const struct {
     {"dl_progress_begin", "ppl"},
     {"dl_progress_update", "vplp"},
     {"dl_progress_end", "vp"},
+    {"dl_clock", "d"},
+    {"dl_write_text", "vppp"},
     {"dl_init", "vip"},
     {"dl_argc", "i"},
     {"dl_argv", "pi"},
@@ -2103,6 +2105,12 @@ static LLVMValueRef emit_prim(Cg *cg, CExpr *e)
         return emit_args(cg, e);
     case P_PROGRESS:
         return emit_progress(cg, e);
+    case P_CLOCK:
+        return cg_call_rt(cg, "dl_clock", NULL, 0);
+    case P_WRITE_TEXT:
+        cg_call_rt(cg, "dl_write_text", (LLVMValueRef[]){cg_atom(cg, e->args[0]), cg_atom(cg, e->args[1]),
+                                                         cg_srcloc(cg, e->loc)}, 3);
+        return cg_unit(cg);
     default:
         break;
     }

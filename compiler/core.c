@@ -76,6 +76,7 @@ static const struct {
     [P_WRITE_NPY] = {EFF | ND, 100},  [P_READ_IDX] = {EFF | ND, 100},
     [P_ARGS] = {EFF | ND, 10},        [P_PROGRESS] = {EFF | ND, 100},
     [P_ERROR] = {EFF | ND, 100},
+    [P_CLOCK] = {EFF | ND, 10},       [P_WRITE_TEXT] = {EFF | ND, 100},
 };
 
 PrimInfo core_prims[P__COUNT] = {

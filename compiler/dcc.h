@@ -643,6 +643,13 @@ bool type_equal(Type *a, Type *b);
 /* True when t still contains unbound variables (not counting generic ones
  * when skip_generic). */
 bool type_has_vars(Type *t, bool skip_generic);
+/* The number of nodes of t as a tree (a shared subterm counts at each
+ * occurrence), counting no further than just past `limit`. Types are DAGs:
+ * `let b = (a, a)` shares a, so a chain of such lets doubles the tree at
+ * each step; the checker rejects types past TYPE_TREE_LIMIT, whose walks
+ * would take exponential time. */
+long type_tree_size(Type *t, long limit);
+#define TYPE_TREE_LIMIT 100000
 /* Replaces TY_QVAR i by to[i] (normalising arrays and tangents). */
 Type *type_subst(Type *t, Type **to, int n);
 /* Record field types / constructor arguments of an instance D args. */
@@ -701,11 +708,13 @@ void constraint_print(TypePrinter *p, StrBuf *b, const Constraint *c);
     /* random numbers */                                                      \
     X(KEY, "key") X(SPLIT, "split") X(UNIFORM, "uniform")                     \
     X(NORMAL, "normal") X(PERMUTATION, "permutation")                         \
+    X(NORMAL_LIKE, "normal_like")                                             \
     /* I/O */                                                                 \
     X(PRINT, "print") X(PRINTLN, "println") X(READ_CSV, "read_csv")           \
     X(READ_NPY, "read_npy") X(WRITE_NPY, "write_npy")                         \
     X(READ_IDX, "read_idx") X(PROGRESS, "progress") X(ARGS, "args")           \
     X(SHOW, "show") X(STR_CONCAT, "str_concat") X(ERROR, "error")             \
+    X(CLOCK, "clock") X(WRITE_TEXT, "write_text")                             \
     /* derivatives (LANGUAGE.md §6) */                                        \
     X(JVP, "jvp") X(VJP, "vjp") X(GRAD, "grad")                               \
     X(VALUE_AND_GRAD, "value_and_grad") X(JACFWD, "jacfwd")                   \
@@ -890,7 +899,9 @@ typedef struct CFun CFun;
     X(STR_CONCAT, "str_concat", 2) X(READ_CSV, "read_csv", 1)                 \
     X(READ_NPY, "read_npy", 1) X(WRITE_NPY, "write_npy", 2)                   \
     X(READ_IDX, "read_idx", 1) X(ARGS, "args", 0) X(PROGRESS, "progress", 4)  \
-    X(ERROR, "error", 1) /* run-time error with a message; type any */
+    X(ERROR, "error", 1) /* run-time error with a message; type any */        \
+    X(CLOCK, "clock", 0) /* seconds on a monotonic clock, as a float */       \
+    X(WRITE_TEXT, "write_text", 2) /* path, text: writes the file */
 
 typedef enum {
 #define X(name, spelling, arity) P_##name,
@@ -1164,10 +1175,6 @@ typedef struct AdFwd {
     Loc loc;         /* the derivative form (for messages) */
     bool ok;
     int quiet;       /* > 0: speculative pass, errors are not printed */
-    /* When set, each emitted CVar that holds a tangent (is linear in the
-     * input tangents) is put here -> (void *)1: the partition reverse mode
-     * needs to linearise (primal bindings vs. the linear tangent program). */
-    CoreMap *linear;
 } AdFwd;
 
 /* PrimInfo.jvp_rule: x[i] the primal operands (new atoms), dx[i] their
@@ -1176,14 +1183,16 @@ typedef struct AdFwd {
  * in the dx[i]: built from linear primitives (PRIM_LINEAR, in their linear
  * operands) applied to tangents, products and quotients of one tangent by
  * primal values, matmul/dot/solve with one tangent operand, select on a
- * primal condition, and the guarded scale select(d == 0, 0, d * s)
- * (sqrt's convention), which is linear with transpose itself. */
+ * primal condition, det of a matrix with one row replaced by a tangent row,
+ * and the guarded scale select(d == 0, 0, d * s) (sqrt's convention),
+ * which is linear with transpose itself. */
 typedef CAtom *(*AdJvpRule)(AdFwd *F, CExpr *e, CAtom **x, CAtom **dx, CAtom *y);
 /* PrimInfo.taylor_rule: x[i][0..K] the operands' coefficients, y[0] the
  * primal result already emitted; fills y[1..K] (NULL: zero). */
 typedef void (*AdTaylorRule)(AdFwd *F, CExpr *e, CAtom ***x, CAtom **y);
 
 void ad_forward_init(void); /* fills PrimInfo.jvp_rule */
+void ad_forward_reset(void); /* forgets the generated functions (a new run) */
 void ad_taylor_init(void);  /* fills PrimInfo.taylor_rule */
 
 /* The macro on an inline lambda applied to the argument representations
@@ -1192,7 +1201,10 @@ AdRep *ad_fwd_lambda(AdFwd *F, CLambda *l, AdRep **args);
 /* For reverse mode and other clients: from `fn (x: a) => e : b` a new
  * lambda `fn (x: a) (dx: T a) => (e, de) : (b, T b)` (forward mode, fresh
  * variables; code outside the lambda is untouched). `linear`, if given,
- * receives the tangent variables as in AdFwd.linear. NULL after an error. */
+ * receives (-> (void *)1) dx and every variable that depends on it: the
+ * tangent program, linear in dx, apart from the primal bindings -- the
+ * partition reverse mode by linearise + transpose needs. NULL after an
+ * error. */
 CLambda *ad_forward_lambda(CProgram *p, CLambda *l, CoreMap *linear);
 
 /* Representations and emission helpers shared by the AD files. Arithmetic

@@ -1253,8 +1253,58 @@ static Prim builtin_prim(Builtin id)
     case B_SHOW: return P_SHOW;
     case B_STR_CONCAT: return P_STR_CONCAT;
     case B_ERROR: return P_ERROR;
+    case B_CLOCK: return P_CLOCK;
+    case B_WRITE_TEXT: return P_WRITE_TEXT;
     default: return P__COUNT;
     }
+}
+
+/* The unary elementwise math built-ins (exp, sqrt, abs, ...) on a tuple or
+ * record act componentwise and recursively, like the vector-space
+ * arithmetic of LANGUAGE.md §3: sqrt (a, b) = (sqrt a, sqrt b). */
+static CAtom *unary_math(Prim p, const char *name, CAtom *x, CBlock *b, Loc loc)
+{
+    Type *t = type_resolve(core_atom_type(x));
+    if (is_product(t)) {
+        int n = product_size(t);
+        CAtom **parts = NEWN(CAtom *, n > 0 ? n : 1);
+        for (int i = 0; i < n; i++)
+            parts[i] = unary_math(p, name, emit_comp(b, x, t, i, loc), b, loc);
+        return emit_product(b, t, parts, n, loc);
+    }
+    return core_emit_prim(b, name, p, t, loc, &x, 1, 0);
+}
+
+/* normal_like k x: a sample of N(0, I) with the structure of x. A float is
+ * `normal k`, an array `normal k (shape x)`; a tuple or record splits the
+ * key once per component, drawing component i from the first child and
+ * going on with the second (the order fwdgrad's directions use). */
+static CAtom *normal_like(CAtom *k, CAtom *x, CBlock *b, Loc loc)
+{
+    Type *t = type_resolve(core_atom_type(x));
+    if (is_product(t)) {
+        int n = product_size(t);
+        CAtom **parts = NEWN(CAtom *, n > 0 ? n : 1);
+        Type *kt = type_rng_key();
+        for (int i = 0; i < n; i++) {
+            CAtom *ks = core_emit_prim(b, "ks", P_SPLIT, type_tuple2(kt, kt), loc, &k, 1, 0);
+            CAtom *ki = core_emit_prim(b, "k", P_PROJ, kt, loc, &ks, 1, 0);
+            k = core_emit_prim(b, "k", P_PROJ, kt, loc, &ks, 1, 1);
+            parts[i] = normal_like(ki, emit_comp(b, x, t, i, loc), b, loc);
+        }
+        return emit_product(b, t, parts, n, loc);
+    }
+    if (t->kind != TY_ARRAY)
+        return core_emit_prim(b, "z", P_NORMAL, t, loc, &k, 1, 0);
+    CAtom *ops[9]; /* the key and at most 8 dimensions (DL_MAX_RANK) */
+    int r = t->rank < 8 ? t->rank : 8;
+    ops[0] = k;
+    CAtom *sh = core_emit_prim(b, "sh", P_SHAPE, type_array(type_int(), 1), loc, &x, 1, 0);
+    for (int i = 0; i < r; i++) {
+        CAtom *ix[2] = {sh, core_atom_int(i)};
+        ops[i + 1] = core_emit_prim(b, "d", P_INDEX, type_int(), loc, ix, 2, 0);
+    }
+    return core_emit_prim(b, "z", P_NORMAL, t, loc, ops, r + 1, 0);
 }
 
 /* A saturated built-in: args[0..n) (function positions may be known
@@ -1342,9 +1392,11 @@ static Val lower_builtin(Lower *L, Builtin id, Val *args, int n, Type *rt, CBloc
         ops[k++] = a[1];
         k = shape_dims(a[0], ops, k, b, loc);
         break;
-    case B_ARGS:
+    case B_ARGS: case B_CLOCK:
         k = 0;
         break;
+    case B_NORMAL_LIKE:
+        return val_atom(normal_like(a[0], a[1], b, loc));
     case B_SLICE:
         ops[k++] = a[0];
         ops[k++] = a[1];
@@ -1358,6 +1410,9 @@ static Val lower_builtin(Lower *L, Builtin id, Val *args, int n, Type *rt, CBloc
     Prim p = builtin_prim(id);
     if (p == P__COUNT)
         return val_atom(emit_error(b, rt, loc, "unsupported built-in"));
+    if (k == 1 && id >= B_EXP && id <= B_CEIL &&
+        is_product(type_resolve(core_atom_type(ops[0]))))
+        return val_atom(unary_math(p, bi->name, ops[0], b, loc));
     return val_atom(core_emit_prim(b, bi->name, p, rt, loc, ops, k, imm));
 }
 

@@ -725,6 +725,8 @@ static Type *infer(Expr *e)
     case EX_ERROR:
     default: t = type_error(); break;
     }
+    if (tc_too_large(t, e->loc, "the type of this expression"))
+        t = type_error();
     e->type = t;
     vec_push(&tc.all_exprs, e);
     tc_maybe_solve();
@@ -1255,7 +1257,7 @@ static void check_main(Module *root)
 
 /* Unbound variables left in monomorphic code (nothing constrains them):
  * any type will do; unit. */
-static void default_free_vars(Type *t)
+static void default_free_vars(Type *t, Map *seen)
 {
     t = type_resolve(t);
     if (!t)
@@ -1266,14 +1268,18 @@ static void default_free_vars(Type *t)
             type_unify(t, type_unit());
         return;
     case TY_ARRAY:
-        default_free_vars(t->elem);
-        return;
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED:
     case TY_TANGENT:
+        /* each node once: types are DAGs (see type_tree_size) */
+        if (tc_map_get(seen, t))
+            return;
+        tc_map_put(seen, t, t);
+        if (t->kind == TY_ARRAY)
+            default_free_vars(t->elem, seen);
         for (int i = 0; i < t->nargs; i++)
-            default_free_vars(t->args[i]);
+            default_free_vars(t->args[i], seen);
         return;
     default:
         return;
@@ -1370,14 +1376,15 @@ int typecheck_program(Vec *modules)
     tc.env = tc_env_of(modules->data[modules->len - 1]);
     tc_solve_final();
     check_main(modules->data[modules->len - 1]);
+    Map seen = {0};
     for (int i = 0; i < tc.all_exprs.len; i++)
-        default_free_vars(((Expr *)tc.all_exprs.data[i])->type);
+        default_free_vars(((Expr *)tc.all_exprs.data[i])->type, &seen);
     for (int i = 0; i < tc.all_pats.len; i++)
-        default_free_vars(((Pat *)tc.all_pats.data[i])->type);
+        default_free_vars(((Pat *)tc.all_pats.data[i])->type, &seen);
     for (int i = 0; i < G.nodes.len; i++) {
         DefNode *n = G.nodes.data[i];
         if (n->b->nqvars == 0)
-            default_free_vars(n->b->type);
+            default_free_vars(n->b->type, &seen);
     }
     free_state();
     return diag_error_count() - errors0;

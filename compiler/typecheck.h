@@ -74,6 +74,7 @@ typedef struct TcState {
     Vec pat_names; /* names bound by the pattern being checked */
     Vec all_exprs; /* every checked Expr (for defaulting) */
     Vec all_pats;
+    bool too_large; /* a type past TYPE_TREE_LIMIT was reported */
 } TcState;
 
 extern TcState tc;
@@ -100,6 +101,10 @@ void tc_note_origin(Type *want);
 void tc_report_mismatch(Loc loc, const char *what, Type *got, Type *want);
 bool tc_expect(Expr *e, Type *want, const char *what);
 
+/* Whether t is past TYPE_TREE_LIMIT as a tree; reports the first such type
+ * of the program at loc ("WHAT is too large"), the others are poisoned
+ * silently (they grow out of the first). */
+bool tc_too_large(Type *t, Loc loc, const char *what);
 Type *tc_base_type(const char *name); /* int, float, ...; NULL otherwise */
 Type *tc_conv_annot(TypeExpr *te);    /* an annotation; 'a from tc.tvars */
 void tc_declare_types(ModEnv *e);

@@ -241,6 +241,18 @@ void tc_report_mismatch(Loc loc, const char *what, Type *got, Type *want)
     tc_note_origin(want);
 }
 
+bool tc_too_large(Type *t, Loc loc, const char *what)
+{
+    if (type_tree_size(t, TYPE_TREE_LIMIT) <= TYPE_TREE_LIMIT)
+        return false;
+    if (!tc.too_large && !tc.quiet) {
+        error_at(loc, "%s is too large to check (over %d parts written out); a record or "
+                 "variant type would keep it small", what, TYPE_TREE_LIMIT);
+        tc.too_large = true;
+    }
+    return true;
+}
+
 /* Unifies e's type with want; reports at e on failure. */
 bool tc_expect(Expr *e, Type *want, const char *what)
 {
@@ -359,7 +371,13 @@ static Type *conv(TypeExpr *te, TEnv *te_env)
             as[i] = conv(te->args[i], te_env);
         if (d->kind == TD_ALIAS) {
             ensure_alias(d);
-            return with_origin(type_subst(d->alias, as, te->nargs), te->loc);
+            /* the body first: substituting walks it */
+            if (tc_too_large(d->alias, te->loc, "this type"))
+                return type_error();
+            Type *t = type_subst(d->alias, as, te->nargs);
+            if (tc_too_large(t, te->loc, "this type"))
+                return type_error();
+            return with_origin(t, te->loc);
         }
         Type *t = type_named(d, as, te->nargs);
         t->origin = te->loc;
@@ -413,6 +431,9 @@ static void ensure_alias(TypeDecl *d)
     TEnv e = {d};
     Type *t = conv(d->decl->alias, &e);
     tc.env = save;
+    if (d->alias_state == 1 &&
+        tc_too_large(t, d->loc, arena_printf(dcc_arena, "the type alias %s", d->name)))
+        t = type_error();
     if (d->alias_state == 1)
         d->alias = t;
     d->alias_state = 2;

@@ -364,6 +364,29 @@ bool type_has_vars(Type *t, bool skip_generic)
     }
 }
 
+/* Nodes of t as a tree, counted up to a little past `limit`: shared
+ * subterms count once per occurrence, as the recursive walks see them. */
+long type_tree_size(Type *t, long limit)
+{
+    t = type_resolve(t);
+    if (!t)
+        return 0;
+    long n = 1;
+    switch (t->kind) {
+    case TY_ARRAY:
+        return 1 + type_tree_size(t->elem, limit - 1);
+    case TY_TUPLE:
+    case TY_FUNC:
+    case TY_NAMED:
+    case TY_TANGENT:
+        for (int i = 0; i < t->nargs && n <= limit; i++)
+            n += type_tree_size(t->args[i], limit - n);
+        return n;
+    default:
+        return 1;
+    }
+}
+
 Type *type_subst(Type *t, Type **to, int n)
 {
     if (!t)

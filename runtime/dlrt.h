@@ -302,6 +302,21 @@ DL_API dl_array *dl_read_idx(const char *path, int32_t dtype, int32_t rank,
 DL_API void dl_write_idx(const char *path, const dl_array *a, bool gzip,
                          const dl_srcloc *loc);
 
+/* A missing file under /usr/share/datasets/NAME/ (where Debian's data-set
+ * packages install) is reported by the readers above with the hint
+ * "(install the Debian package dataset-NAME)". */
+
+/* Writes the NUL-terminated `text` to the file `path`, replacing it (DL's
+ * `write_text path text`, e.g. an SVG plot or a CSV log). Errors name the
+ * file: cannot open for writing, a failed write. */
+DL_API void dl_write_text(const char *path, const char *text, const dl_srcloc *loc);
+
+/* ------------------------------------------------------------------ time */
+
+/* Seconds on a monotonic clock (CLOCK_MONOTONIC) from an unspecified start:
+ * differences measure elapsed time (DL's `clock ()`). */
+DL_API double dl_clock(void);
+
 /* ------------------------------------------------------------------ printing */
 
 /* All output of the dl_print_* functions goes to one buffered FILE*, stdout

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <zlib.h>
 
 /* ---------------------------------------------------------------- guarded bodies */
@@ -80,11 +81,36 @@ DL_PRINTF(2, 3) DL_NORETURN static void io_fail(Io *io, const char *fmt, ...)
     dl_error(NULL, "%s: %s", io->path, msg);
 }
 
+/* Data sets shipped as Debian packages live in /usr/share/datasets/NAME/,
+ * installed by the package dataset-NAME: a missing file there says which
+ * package to install. Writes the hint (or "") into buf. */
+#define DATASETS_DIR "/usr/share/datasets/"
+
+static void missing_hint(char *buf, size_t n, const char *path, int err)
+{
+    buf[0] = 0;
+    if (err != ENOENT || strncmp(path, DATASETS_DIR, strlen(DATASETS_DIR)) != 0)
+        return;
+    const char *name = path + strlen(DATASETS_DIR);
+    const char *end = strchr(name, '/');
+    if (!end || end == name)
+        return;
+    snprintf(buf, n, " (install the Debian package dataset-%.*s)", (int)(end - name), name);
+}
+
+static DL_NORETURN void open_error(Io *io, int err)
+{
+    char hint[160];
+    missing_hint(hint, sizeof hint, io->path, err);
+    dl_error(NULL, "cannot open '%s': %s%s", io->path, err ? strerror(err) : "out of memory",
+             hint);
+}
+
 static void open_file(Io *io, const char *mode)
 {
     io->f = fopen(io->path, mode);
     if (!io->f)
-        dl_error(NULL, "cannot open '%s': %s", io->path, strerror(errno));
+        open_error(io, errno);
 }
 
 static int64_t file_size(Io *io)
@@ -645,10 +671,10 @@ static void idx_load(int t, const uint8_t *p, int64_t *n, double *x)
 static void idx_body(Io *io, void *arg)
 {
     NpyArgs *want = arg;
+    errno = 0;
     io->gz = gzopen(io->path, "rb");
     if (!io->gz)
-        dl_error(NULL, "cannot open '%s': %s", io->path,
-                 errno ? strerror(errno) : "out of memory");
+        open_error(io, errno);
     gzbuffer(io->gz, 1 << 17);
     uint8_t magic[4];
     int64_t got = gz_read_full(io, magic, 4);
@@ -772,4 +798,34 @@ void dl_write_idx(const char *path, const dl_array *a, bool gzip, const dl_srclo
 {
     IdxWriteArgs args = { a, gzip };
     io_run(path, idx_write_body, &args, loc);
+}
+
+/* ---------------------------------------------------------------- text */
+
+static void text_write_body(Io *io, void *arg)
+{
+    const char *text = arg;
+    io->f = fopen(io->path, "wb");
+    if (!io->f)
+        dl_error(NULL, "cannot open '%s' for writing: %s", io->path, strerror(errno));
+    size_t n = strlen(text);
+    bool ok = fwrite(text, 1, n, io->f) == n;
+    FILE *f = io->f;
+    io->f = NULL;
+    if (fclose(f) != 0 || !ok)
+        FAIL(io, "write failed: %s", strerror(errno));
+}
+
+void dl_write_text(const char *path, const char *text, const dl_srcloc *loc)
+{
+    io_run(path, text_write_body, (void *)(text ? text : ""), loc);
+}
+
+/* ---------------------------------------------------------------- clock */
+
+double dl_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

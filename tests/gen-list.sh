@@ -10,7 +10,10 @@ tmp=$out.tmp.$$
   for f in tests/unit/test_*.c; do [ -f "$f" ] && printf ' \\\n\t%s' "${f%.c}"; done
   echo
   printf 'DL_TESTS ='
-  for f in tests/programs/*.dl tests/errors/*.dl tests/ad/*.dl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done
+  for f in tests/programs/*.dl tests/errors/*.dl tests/ad/*.dl tests/c/*.dl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done
+  echo
+  printf 'REPL_TESTS ='
+  for f in tests/repl/*.repl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done
   echo
   printf 'STDLIB_FILES ='
   for f in stdlib/*.dl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done

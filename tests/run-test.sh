@@ -12,6 +12,8 @@
 #                        must appear too. `-- check: types` means the error
 #                        is expected from `dcc --emit=types` already.
 #   tests/ad/*.dl        like programs.
+#   tests/c/*.dl         a module with a C program NAME.c (see below).
+#   tests/repl/*.repl    a REPL session (see below).
 # Exit status: 0 pass, 1 fail, 77 skip (Automake's convention).
 set -u
 t=$1
@@ -42,6 +44,74 @@ case $t in
     [ $nexp -gt 0 ] || fail "no '-- error:' expectation in the test"
     ngot=$(grep -c -E '^[^ ]+:[0-9]+:[0-9]+: error: ' "$work/err")
     [ "$ngot" -eq "$nexp" ] || fail "expected $nexp errors, got $ngot"
+    exit 0 ;;
+*/repl/*)
+    # A REPL session: NAME.repl is what is typed. NAME.tty is the expected
+    # transcript on a terminal (typed into a pseudo-terminal by ptyrun, which
+    # also reads the "#!" actions: ctrl-c, keys, restart ...); NAME.out the
+    # expected output (stdout and stderr) of the same lines piped to dcc
+    # ("#!" lines left out). "#!args ARGS" gives dcc's arguments, "#!status N"
+    # the piped session's exit status. Sessions run in a scratch directory
+    # holding a copy of tests/repl/data (as data/), which "#!sh" may change.
+    dir=$(cd "$(dirname "$t")" && pwd)
+    base=$dir/$name
+    [ -d "$dir/data" ] && cp -R "$dir/data" "$work/data"
+    args=$(sed -n 's/^#!args //p' "$t" | head -n 1)
+    want=$(sed -n 's/^#!status //p' "$t" | head -n 1)
+    ptyrun=${DCC_BUILDDIR:-.}/tests/repl/ptyrun
+    HOME=$work TERM=dumb NO_COLOR=1 OPENBLAS_NUM_THREADS=1
+    export HOME TERM NO_COLOR OPENBLAS_NUM_THREADS
+    grep -v '^#!args\|^#!status' "$t" > "$work/script"
+    ran=0
+    if [ -f "$base.tty" ]; then
+        [ -x "$ptyrun" ] || fail "no $ptyrun (make check builds it)"
+        # shellcheck disable=SC2086
+        (cd "$work" && "$ptyrun" "$work/script" "$DCC" $args) >"$work/tty" 2>"$work/ptyerr"
+        st=$?
+        cat "$work/ptyerr"
+        diff -u "$base.tty" "$work/tty" || fail "the terminal transcript differs"
+        [ $st -ne 124 ] || fail "timed out on the terminal"
+        ran=1
+    fi
+    if [ -f "$base.out" ]; then
+        # shellcheck disable=SC2086
+        rm -rf "$work/data"
+        [ -d "$dir/data" ] && cp -R "$dir/data" "$work/data"
+        grep -v '^#!' "$t" | (cd "$work" && "$DCC" $args) >"$work/out" 2>&1
+        st=$?
+        diff -u "$base.out" "$work/out" || fail "the piped session's output differs"
+        [ "$st" -eq "${want:-0}" ] || fail "the piped session exited with $st, not ${want:-0}"
+        ran=1
+    fi
+    [ $ran -eq 1 ] || fail "neither $name.tty nor $name.out to compare with"
+    exit 0 ;;
+*/c/*)
+    # A C program NAME.c calling the DL module NAME.dl through the header
+    # dcc writes; its output must equal its "// expect: TEXT" lines, and its
+    # exit status must be 0. It runs under valgrind (errors and leaks fail)
+    # when valgrind is installed, unless the file says "// no-valgrind".
+    src=${t%.dl}.c
+    [ -f "$src" ] || fail "no $src next to the module"
+    "$DCC" -c --color=never "$t" -o "$work/$name.o" --header "$work/$name.h" 2>"$work/cerr" ||
+        { cat "$work/cerr"; fail "dcc -c failed"; }
+    libs=${DCC_BUILDDIR:-.}/runtime/.libs
+    ${CC:-cc} -std=c11 -Wall -Wextra -Werror -pedantic -g -I"$work" -I"${DCC_SRCDIR:-.}/runtime" \
+        -o "$work/prog" "$src" "$work/$name.o" -L"$libs" -ldlrt -Wl,-rpath,"$libs" -lpthread -lm \
+        2>"$work/ccerr" || { cat "$work/ccerr"; fail "the C program does not compile against the header"; }
+    run=
+    if command -v valgrind >/dev/null 2>&1 && ! grep -q 'no-valgrind' "$src"; then
+        run="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect"
+        run="$run --show-leak-kinds=definite,indirect"
+    fi
+    OPENBLAS_NUM_THREADS=1; export OPENBLAS_NUM_THREADS
+    # shellcheck disable=SC2086
+    (cd "$(dirname "$t")" && $run "$work/prog") >"$work/out" 2>"$work/err"
+    st=$?
+    cat "$work/err"
+    [ $st -eq 0 ] || fail "exit status $st"
+    sed -n 's|^ *// expect: \{0,1\}||p' "$src" > "$work/exp"
+    [ -s "$work/exp" ] || fail "no '// expect:' lines in $src"
+    diff -u "$work/exp" "$work/out" || fail "output differs"
     exit 0 ;;
 *)
     "$DCC" --emit=types --color=never "$t" >"$work/types" 2>"$work/err"
