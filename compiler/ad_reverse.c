@@ -51,6 +51,7 @@
 #include "dcc.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ state */
@@ -59,7 +60,10 @@ typedef struct Rv {
     CProgram *prog;
     CoreMap active;  /* CVar -> (void *)1: depends on the point of differentiation */
     CoreMap known;   /* CVar -> CExpr *: definitions seen (closures, products) */
-    CoreMap vjp_of;  /* CFun -> its f_vjp */
+    CoreMap vjp_of;  /* CFun -> its f_rev */
+    CoreMap rev_fun; /* an f_rev -> the CFun it differentiates */
+    CoreMap bwd_of;  /* CFun -> its f_bwd */
+    CoreMap rev_call;/* var bound to (f xs, pullback) from f_rev xs -> that call */
     CoreMap rec;     /* CFun -> (void *)1 recursive, (void *)2 not */
     CoreMap helpers; /* interned key -> CFun (zeros / sums of variant tangents) */
     int budget;      /* inlining budget of the region (bindings) */
@@ -76,6 +80,7 @@ typedef struct Frame {
     CoreMap bound;  /* vars bound by the forward sweep of this frame */
     Vec tape;       /* Entry *, in forward order */
     bool recompute; /* inside a pullback that recomputes its primal: no I/O */
+    bool norec;     /* no pullback closures: recursive calls by f_bwd */
 } Frame;
 
 typedef enum {
@@ -89,6 +94,7 @@ typedef enum {
     EN_PULLBACK,  /* y, pb from f_vjp or a `with vjp` rule */
     EN_JVP_RULE,  /* y = f xs with a `with jvp` rule */
     EN_CLOSURE,   /* y = a closure over active variables */
+    EN_RECOMPUTE, /* y = f xs, reversed by f_bwd xs ȳ */
 } EntryKind;
 
 typedef struct Tmpl Tmpl;
@@ -117,6 +123,12 @@ typedef struct Entry {
     CFun *rule;
     /* EN_LOOP: residuals recomputed in the reversed loop instead of saved */
     CBlock *remat;
+    /* EN_LOOP with checkpoints: ck_k segments of ck_seg iterations, the
+     * states at their starts in ck_buf; ck_body is the body over ck_state
+     * and ivar returning (new state, residuals...) */
+    CAtom *ck_k, *ck_seg, *ck_buf;
+    CBlock *ck_body;
+    CVar *ck_state;
 } Entry;
 
 /* Adjoints: NULL is the symbolic zero. */
@@ -464,7 +476,15 @@ static CAtom *matmul(CBlock *b, CAtom *x, CAtom *y)
     return P2(b, P_MATMUL, arr_t(elem_of(aty(x)), r), x, y);
 }
 
-static CAtom *transpose(CBlock *b, CAtom *x) { return P1(b, P_TRANSPOSE, aty(x), x); }
+
+/* transpose (transpose y) is y */
+static CAtom *transpose(CBlock *b, CAtom *x)
+{
+    CExpr *d = known_def(x);
+    if (d && d->kind == CE_PRIM && d->u.prim.op == P_TRANSPOSE)
+        return d->args[0];
+    return P1(b, P_TRANSPOSE, aty(x), x);
+}
 
 /* The outer product u v^T of two vectors, by a rank-1 matrix product. */
 static CAtom *outer(CBlock *b, CAtom *u, CAtom *v)
@@ -1236,6 +1256,21 @@ static void fwd_call(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         fpush(F, dst, x, e);
         return;
     }
+    CFun *of = core_map_get(&R->rev_fun, f);
+    if (of) {
+        /* (y, pb) = f_rev xs, differentiated again: y is f xs, and the
+         * applications of pb become calls of f_bwd (fwd_apply) */
+        CExpr *ce = core_expr(CE_CALL, of->ret, e->loc);
+        ce->u.fun = of;
+        ce->nargs = e->nargs;
+        ce->args = e->args;
+        CVar *y = core_var("y", of->ret, e->loc);
+        fwd_bind(F, dst, y, ce);
+        CAtom *parts[2] = {core_atom_var(y), dummy_of(dst, core_type_proj(x->type, 1), 0)};
+        fwd_bind(F, dst, x, core_prim(P_TUPLE, x->type, e->loc, parts, 2, 0));
+        core_map_put(&R->rev_call, x, e);
+        return;
+    }
     if (f->vjp_rule) {
         if (f->vjp_rule->nparams != e->nargs) {
             rv_error(e->loc, "reverse mode: the 'with vjp' rule of '%s' must take all its parameters",
@@ -1282,13 +1317,46 @@ static void fwd_call(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         fwd_bind(F, dst, x, atom_e(c->result));
         return;
     }
+    if (F->norec) {
+        fpush(F, dst, x, e);
+        Entry *en = tape(F, EN_RECOMPUTE, x, e);
+        en->rule = f;
+        en->args = e->args;
+        en->nargs = e->nargs;
+        return;
+    }
     fwd_pullback(F, dst, x, get_vjp(f), e->args, e->nargs);
 }
+
+static CFun *get_bwd(CFun *f);
 
 static void fwd_apply(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 {
     bool act = has_tan(x->type) && (atom_active(e->args[0]) || atom_active(e->args[1]));
-    CExpr *d = act ? resolve_def(e->args[0]) : NULL;
+    CExpr *d = act ? known_def(e->args[0]) : NULL;
+    while (d && d->kind == CE_ATOM)
+        d = known_def(d->args[0]);
+    if (d && d->kind == CE_PRIM && d->u.prim.op == P_PROJ && d->u.prim.imm == 1 &&
+        d->args[0]->kind == CA_VAR && core_map_get(&R->rev_call, d->args[0]->u.var)) {
+        /* the pullback of an f_rev applied (reverse over reverse through a
+         * recursive function): f_bwd, which recomputes f's forward sweep and
+         * returns the adjoints, is the same function without a closure */
+        CExpr *c = core_map_get(&R->rev_call, d->args[0]->u.var);
+        CFun *f = core_map_get(&R->rev_fun, c->u.fun);
+        {
+            CFun *fb = get_bwd(f);
+            CExpr *ce = core_expr(CE_CALL, fb->ret, e->loc);
+            ce->u.fun = fb;
+            ce->nargs = c->nargs + 1;
+            ce->args = NEWN(CAtom *, ce->nargs);
+            for (int i = 0; i < c->nargs; i++)
+                ce->args[i] = c->args[i];
+            ce->args[c->nargs] = e->args[1];
+            fwd_bind(F, dst, x, ce);
+            return;
+        }
+    }
+    d = act ? resolve_def(e->args[0]) : NULL;
     if (d && d->kind == CE_LAMBDA && R->budget > 0) {
         CLambda *l = d->u.lambda;
         R->budget -= block_size(l->body);
@@ -1583,6 +1651,7 @@ static void fwd_branch(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     for (int k = 0; k < nb; k++) {
         Frame *Fk = NEW(Frame);
         Fk->recompute = F->recompute;
+        Fk->norec = F->norec;
         CVar *pay = isif ? NULL : e->u.case_.alts[k].payload;
         if (pay) {
             core_map_put(&Fk->bound, pay, (void *)1);
@@ -1803,6 +1872,19 @@ static CAtom *buf_store(CBlock *b, CAtom *buf, CAtom *v, CAtom *i, CAtom *n)
     return update_at(b, buf, v, &i, 1);
 }
 
+int ad_reverse_checkpoint = 0;
+
+/* The checkpointing of for loops without their own setting: the driver's
+ * (ad_reverse_checkpoint), else $DCC_AD_CHECKPOINT (to run a test suite
+ * with checkpoints everywhere). */
+static int checkpoint_default(void)
+{
+    if (ad_reverse_checkpoint)
+        return ad_reverse_checkpoint;
+    const char *v = getenv("DCC_AD_CHECKPOINT");
+    return v && *v ? atoi(v) : 0;
+}
+
 /* Rematerialisation: a residual of a loop body that a few cheap scalar
  * operations compute from the counter and loop invariants (x[i] for an
  * outer x, say) is recomputed by the reversed loop instead of saved. */
@@ -1871,6 +1953,7 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     set_active(s);
     Frame *FB = NEW(Frame);
     FB->recompute = F->recompute;
+    FB->norec = F->norec;
     core_map_put(&FB->bound, s, (void *)1);
     if (isfor)
         core_map_put(&FB->bound, e->u.loop.ivar, (void *)1);
@@ -1915,6 +1998,78 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     Entry *en;
     CAtom *count;
     CAtom **bufs = NEWN(CAtom *, nr > 0 ? nr : 1);
+    int ck = e->u.loop.checkpoint ? e->u.loop.checkpoint : checkpoint_default();
+    if (isfor && nr > 0 && ck != 0) {
+        /* checkpointed: save the state at the start of each segment only */
+        CAtom *n0 = e->args[1]->kind == CA_INT ? e->args[1] : P2(dst, P_MAX, type_int(), e->args[1], ilit(0));
+        CAtom *K;
+        if (ck > 0) {
+            K = ilit(ck);
+        } else { /* about sqrt n segments of about sqrt n iterations */
+            CAtom *fn = P1(dst, P_TO_FLOAT, type_float(), n0);
+            CAtom *sq = P1(dst, P_CEIL, type_float(), P1(dst, P_SQRT, type_float(), fn));
+            K = P2(dst, P_MAX, type_int(), P1(dst, P_TO_INT, type_int(), sq), ilit(1));
+        }
+        CAtom *seg = P2(dst, P_DIV, type_int(), iadd(dst, n0, isub(dst, K, ilit(1))), K);
+        seg = P2(dst, P_MAX, type_int(), seg, ilit(1));
+        CBlock *ckb = core_block_new();
+        for (int j = 0; j < nb->nbinds; j++)
+            push_bind(ckb, nb->binds[j].var, nb->binds[j].e);
+        CAtom **rr = NEWN(CAtom *, nr + 1);
+        rr[0] = rnew;
+        for (int j = 0; j < nr; j++)
+            rr[1 + j] = core_atom_var(rv_[j]);
+        ckb->result = tuple_of(ckb, rr, nr + 1);
+        Type *ts[2] = {s->type, save_t(s->type)};
+        Type *st = type_tuple(ts, 2);
+        CAtom *init[2] = {e->args[0], buf_init(dst, s->type, K)};
+        CAtom *init_t = mkprod(dst, st, init, 2);
+        CVar *sv = core_var("st", st, e->loc);
+        CAtom *sa = core_atom_var(sv);
+        CBlock *NB = core_block_new();
+        push_bind(NB, s, core_prim(P_PROJ, s->type, e->loc, &sa, 1, 0));
+        CAtom *cb = prim(NB, P_PROJ, ts[1], &sa, 1, 1);
+        CAtom *iv = core_atom_var(e->u.loop.ivar);
+        CAtom *q = P2(NB, P_DIV, type_int(), iv, seg);
+        CAtom *at = cmp2(NB, P_EQ, P2(NB, P_MOD, type_int(), iv, seg), ilit(0));
+        CBlock *th = core_block_new();
+        th->result = buf_store(th, cb, core_atom_var(s), q, K);
+        CAtom *cb1 = bind(NB, "ck", if_e(at, ts[1], th, block_of(cb)));
+        for (int j = 0; j < nb->nbinds; j++)
+            push_bind(NB, nb->binds[j].var, nb->binds[j].e);
+        CAtom *next[2] = {rnew, cb1};
+        NB->result = mkprod(NB, st, next, 2);
+        CExpr *ne = core_expr(CE_LOOP, st, e->loc);
+        ne->u.loop.state = sv;
+        ne->u.loop.kind = LOOP_FOR;
+        ne->u.loop.ivar = e->u.loop.ivar;
+        ne->u.loop.checkpoint = e->u.loop.checkpoint;
+        ne->u.loop.body = NB;
+        ne->nargs = 2;
+        ne->args = NEWN(CAtom *, 2);
+        ne->args[0] = init_t;
+        ne->args[1] = e->args[1];
+        CAtom *stf = bind(dst, "loop", ne);
+        fpush(F, dst, x, core_prim(P_PROJ, x->type, e->loc, &stf, 1, 0));
+        en = tape(F, EN_LOOP, x, e);
+        en->ck_k = K;
+        en->ck_seg = seg;
+        en->ck_buf = prim(dst, P_PROJ, ts[1], &stf, 1, 1);
+        en->ck_body = ckb;
+        en->ck_state = s;
+        en->body = tm;
+        en->count = e->args[1];
+        en->bufs = bufs;
+        en->nargs = nr;
+        en->outs = ov;
+        en->nouts = no;
+        en->init = e->args[0];
+        en->ivar = e->u.loop.ivar;
+        en->res = NEWN(CAtom **, 1);
+        en->res[0] = (CAtom **)rv_;
+        en->remat = remat;
+        return;
+    }
     if (isfor && nr == 0) {
         CExpr *ne = core_expr(CE_LOOP, e->type, e->loc);
         *ne = *e;
@@ -2000,25 +2155,23 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 /* The reversed loop: from the last iteration to the first, the body's
  * template on the saved residuals, carrying the state's cotangent and the
  * adjoints of the variables the body reads. */
-static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
+/* The reversed iterations off + count - 1 down to off of a loop entry,
+ * from the reversed state st (the state's cotangent, then the carried
+ * adjoints); the residuals of iteration off + t are bufs[.][t]. Returns
+ * the reversed state after them. */
+static CAtom *rev_steps(CBlock *b, Entry *en, CAtom *count, CAtom *off, CAtom *st, CAtom **bufs)
 {
-    Adj *a = adj_get(B, en->y);
-    if (!a)
-        return;
     Tmpl *tm = en->body;
     int no = en->nouts, tot = 1 + no, nr = en->nargs;
     CVar **rv_ = (CVar **)en->res[0];
-    CAtom **init = NEWN(CAtom *, tot);
-    init[0] = materialize(b, a, core_atom_var(en->y), en->y->type);
-    for (int j = 0; j < no; j++)
-        init[1 + j] = materialize(b, adj_get(B, en->outs[j]), core_atom_var(en->outs[j]), en->outs[j]->type);
-    ForLoop L = for_begin(en->count, tuple_of(b, init, tot));
+    ForLoop L = for_begin(count, st);
     CBlock *lb = L.body;
     CAtom *c = untuple(lb, L.s, tot, 0);
     CAtom **accs = NEWN(CAtom *, no > 0 ? no : 1);
     for (int j = 0; j < no; j++)
         accs[j] = untuple(lb, L.s, tot, 1 + j);
-    CAtom *it = isub(lb, isub(lb, en->count, ilit(1)), L.i);
+    CAtom *t = isub(lb, isub(lb, count, ilit(1)), L.i);
+    CAtom *it = off ? iadd(lb, off, t) : t;
     CVar **from = NEWN(CVar *, tm->nres + 1);
     CAtom **to = NEWN(CAtom *, tm->nres + 1);
     int m = 0;
@@ -2036,7 +2189,7 @@ static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
     }
     for (int j = 0; j < nr; j++) {
         from[m] = rv_[j];
-        to[m++] = index1(lb, en->bufs[j], it);
+        to[m++] = index1(lb, bufs[j], t);
     }
     for (int j = 0; j < tm->nres; j++) {
         if (tm->res[j] == en->ivar) {
@@ -2060,7 +2213,68 @@ static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
         }
         r = tuple_of(lb, nx, tot);
     }
-    CAtom *fin = for_end(b, &L, r);
+    return for_end(b, &L, r);
+}
+
+/* Checkpointing (Griewank, "Achieving logarithmic growth of temporal and
+ * spatial complexity in reverse automatic differentiation", 1992, in its
+ * simplest form): the forward loop saved the state at the start of each
+ * of K segments of seg iterations; the reversed loop takes the segments
+ * from the last, recomputes one segment's iterations from its saved state
+ * while saving their residuals, and reverses them. Memory: K states plus
+ * one segment's residuals; time: one more forward pass. */
+static CAtom *rev_segments(CBlock *b, Entry *en, CAtom *st)
+{
+    int nr = en->nargs;
+    CVar **rv_ = (CVar **)en->res[0];
+    ForLoop OL = for_begin(en->ck_k, st);
+    CBlock *ob = OL.body;
+    CAtom *g = isub(ob, isub(ob, en->ck_k, ilit(1)), OL.i);
+    CAtom *lo = P2(ob, P_MUL, type_int(), g, en->ck_seg);
+    CAtom *len = P2(ob, P_MIN, type_int(), en->ck_seg, isub(ob, en->count, lo));
+    CAtom *len0 = P2(ob, P_MAX, type_int(), len, ilit(0));
+    CAtom *s0 = index1(ob, en->ck_buf, g);
+    /* the segment again, saving its residuals */
+    int tot = 1 + nr;
+    CAtom **init = NEWN(CAtom *, tot);
+    init[0] = s0;
+    for (int j = 0; j < nr; j++)
+        init[1 + j] = buf_init(ob, rv_[j]->type, len0);
+    ForLoop FL = for_begin(len, tuple_of(ob, init, tot));
+    CBlock *fb = FL.body;
+    CAtom *sv = untuple(fb, FL.s, tot, 0);
+    CAtom *iv = iadd(fb, lo, FL.i);
+    CVar *from[2] = {en->ck_state, en->ivar};
+    CAtom *to[2] = {sv, iv};
+    CAtom *r = splice(fb, en->ck_body, from, to, 2);
+    CAtom **next = NEWN(CAtom *, tot);
+    next[0] = proj(fb, r, 0);
+    for (int j = 0; j < nr; j++) {
+        CAtom *v = proj(fb, r, 1 + j);
+        next[1 + j] = buf_store(fb, untuple(fb, FL.s, tot, 1 + j), v, FL.i, len0);
+    }
+    CAtom *seg = for_end(ob, &FL, tuple_of(fb, next, tot));
+    CAtom **bufs = NEWN(CAtom *, nr > 0 ? nr : 1);
+    for (int j = 0; j < nr; j++)
+        bufs[j] = untuple(ob, seg, tot, 1 + j);
+    return for_end(b, &OL, rev_steps(ob, en, len, lo, OL.s, bufs));
+}
+
+/* The reversed loop: from the last iteration to the first, the body's
+ * template on the saved residuals, carrying the state's cotangent and the
+ * adjoints of the variables the body reads. */
+static void bwd_loop(Bwd *B, CBlock *b, Entry *en)
+{
+    Adj *a = adj_get(B, en->y);
+    if (!a)
+        return;
+    int no = en->nouts, tot = 1 + no;
+    CAtom **init = NEWN(CAtom *, tot);
+    init[0] = materialize(b, a, core_atom_var(en->y), en->y->type);
+    for (int j = 0; j < no; j++)
+        init[1 + j] = materialize(b, adj_get(B, en->outs[j]), core_atom_var(en->outs[j]), en->outs[j]->type);
+    CAtom *st = tuple_of(b, init, tot);
+    CAtom *fin = en->ck_body ? rev_segments(b, en, st) : rev_steps(b, en, en->count, NULL, st, en->bufs);
     for (int j = 0; j < no; j++)
         adj_set(B, en->outs[j], A(untuple(b, fin, tot, 1 + j)));
     contrib(B, b, en->init, A(untuple(b, fin, tot, 0)));
@@ -2160,35 +2374,111 @@ static void fwd_soac(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     }
 }
 
+/* Dead code in a pullback that recomputes its primal: an unused binding
+ * without effects goes, also one that could fail (an index, a map with
+ * one) since it already succeeded once in the primal. Calls stay. */
+static bool dce_pure_block(CBlock *b);
+
+static bool dce_pure(CExpr *e)
+{
+    switch (e->kind) {
+    case CE_ATOM: case CE_LAMBDA:
+        return true;
+    case CE_PRIM:
+        return !(core_prims[e->u.prim.op].flags & PRIM_EFFECT);
+    case CE_IF:
+        return dce_pure_block(e->u.if_.then_) && dce_pure_block(e->u.if_.else_);
+    case CE_CASE:
+        for (int i = 0; i < e->u.case_.nalts; i++)
+            if (!dce_pure_block(e->u.case_.alts[i].body))
+                return false;
+        return true;
+    case CE_LOOP:
+        return (!e->u.loop.cond || dce_pure_block(e->u.loop.cond)) && dce_pure_block(e->u.loop.body);
+    case CE_SOAC:
+        return dce_pure_block(e->u.soac.fn->body);
+    default:
+        return false;
+    }
+}
+
+static bool dce_pure_block(CBlock *b)
+{
+    for (int i = 0; i < b->nbinds; i++)
+        if (!dce_pure(b->binds[i].e))
+            return false;
+    return true;
+}
+
+static void count_use(CAtom *a, void *ctx)
+{
+    if (a->kind == CA_VAR)
+        core_map_put(ctx, a->u.var, (void *)((intptr_t)core_map_get(ctx, a->u.var) + 1));
+}
+
+static void dce_recomputed(CBlock *b)
+{
+    for (bool changed = true; changed;) {
+        changed = false;
+        CoreMap uses = {0};
+        walk_block(b, count_use, NULL, &uses);
+        int k = 0;
+        for (int i = 0; i < b->nbinds; i++) {
+            CBind *bd = &b->binds[i];
+            if (!core_map_get(&uses, bd->var) && dce_pure(bd->e)) {
+                changed = true;
+                continue;
+            }
+            b->binds[k++] = *bd;
+        }
+        b->nbinds = k;
+        core_map_free(&uses);
+    }
+}
+
+/* The frame of a map's pullback: a fresh copy of f whose parameters are
+ * active where the arrays are, its forward sweep (recomputed) emitted into
+ * body. */
+static CLambda *map_frame(Bwd *B, CExpr *e, CBlock *body, Frame **out)
+{
+    CLambda *l = core_copy_lambda(e->u.soac.fn, NULL, NULL, 0);
+    Frame *F2 = NEW(Frame);
+    F2->recompute = true;
+    F2->norec = B->F->norec;
+    for (int k = 0; k < e->nargs; k++) {
+        core_map_put(&F2->bound, l->params[k], (void *)1);
+        if (atom_active(e->args[k]))
+            set_active(l->params[k]);
+    }
+    fwd_block(F2, l->body, body);
+    *out = F2;
+    return l;
+}
+
 /* map f xs1 .. xsn: for each active xs_k, a map of the pullback lambda
  * (which recomputes f's primal at the element, then runs its backward
- * sweep) over the xs and ȳ; the adjoints of variables f captures are
- * summed over the elements. */
+ * sweep) over the xs and ȳ. Captured variables: the adjoints of floats are
+ * mapped and summed; those of arrays and structures are accumulated by one
+ * loop over the elements into the incoming adjoint, in place (a gather
+ * a[idx[i]] in f costs O(1) per element, not an array per element). */
 static void bwd_map(Bwd *B, CBlock *b, Entry *en)
 {
     Adj *a = adj_get(B, en->y);
     if (!a)
         return;
     CExpr *e = en->e;
-    CAtom *cty = materialize(b, a, core_atom_var(en->y), en->y->type);
-    CLambda *l = core_copy_lambda(e->u.soac.fn, NULL, NULL, 0);
     int n = e->nargs;
-    Frame *F2 = NEW(Frame);
-    F2->recompute = true;
-    for (int k = 0; k < n; k++) {
-        core_map_put(&F2->bound, l->params[k], (void *)1);
-        if (atom_active(e->args[k]))
-            set_active(l->params[k]);
-    }
+    CAtom *cty = materialize(b, a, core_atom_var(en->y), en->y->type);
+    Frame *F2;
     CBlock *pb = core_block_new();
-    fwd_block(F2, l->body, pb);
+    CLambda *l = map_frame(B, e, pb, &F2);
     CVar *c = core_var("ct", row_t(aty(cty)), R->loc);
     Bwd *B2 = NEW(Bwd);
     B2->F = F2;
     bwd_run(B2, pb, l->body->result, core_atom_var(c));
-    /* outputs: the active arrays' elements, then captured variables */
-    Vec outs = {0};
-    Vec tgts = {0};
+    /* outputs of the mapped pullback: the active arrays' elements, then
+     * captured floats; the other captured variables go to the loop */
+    Vec outs = {0}, tgts = {0}, looped = {0};
     for (int k = 0; k < n; k++)
         if (atom_active(e->args[k])) {
             CAtom *g = materialize(pb, adj_get(B2, l->params[k]), core_atom_var(l->params[k]), l->params[k]->type);
@@ -2200,48 +2490,101 @@ static void bwd_map(Bwd *B, CBlock *b, Entry *en)
         CVar *v = B2->keys.data[i];
         if (core_map_get(&F2->bound, v))
             continue;
+        if (!is_fl(v->type)) {
+            vec_push(&looped, v);
+            continue;
+        }
         vec_push(&outs, materialize(pb, adj_get(B2, v), core_atom_var(v), v->type));
         vec_push(&tgts, core_atom_var(v));
     }
     int no = outs.len;
-    if (!no)
-        return;
-    pb->result = tuple_of(pb, (CAtom **)outs.data, no);
-    CVar **ps = NEWN(CVar *, n + 1);
-    for (int k = 0; k < n; k++)
-        ps[k] = l->params[k];
-    ps[n] = c;
-    CLambda *pl = lambda_n(ps, n + 1, pb);
     CAtom **arrs = NEWN(CAtom *, n + 1);
     for (int k = 0; k < n; k++)
         arrs[k] = e->args[k];
     arrs[n] = cty;
-    CAtom *len = NULL;
-    for (int j = 0; j < no; j++) {
-        CAtom *tg = tgts.data[j];
-        CLambda *cl = core_copy_lambda(pl, NULL, NULL, 0);
-        cl->body->result = untuple(cl->body, cl->body->result, no, j);
-        Type *et = aty(cl->body->result);
-        cl->type = lambda_n(cl->params, n + 1, cl->body)->type;
-        if (j < narr) {
-            contrib(B, b, tg, A(soac(b, SOAC_MAP, tan_t(aty(tg)), cl, arrs, n + 1)));
-        } else if (is_fl(et) || (is_arr(et) && is_fl(elem_of(et)))) {
-            CAtom *per = soac(b, SOAC_MAP, type_array(elem_of(et), rank_of(et) + 1), cl, arrs, n + 1);
-            contrib(B, b, tg, A(is_arr(et) ? P1(b, P_SUM_AXIS0, et, per) : sum_all(b, per)));
-        } else {
-            /* other tangent types: a loop adding the elements' adjoints */
-            if (!len)
-                len = length_of(b, e->args[0]);
-            ForLoop L = for_begin(len, zeros_of(b, tg));
-            CAtom **to = NEWN(CAtom *, n + 1);
-            for (int k = 0; k <= n; k++)
-                to[k] = index1(L.body, arrs[k], L.i);
-            CAtom *v = splice(L.body, cl->body, cl->params, to, n + 1);
-            contrib(B, b, tg, A(for_end(b, &L, add_of(L.body, L.s, v))));
+    if (no) {
+        pb->result = tuple_of(pb, (CAtom **)outs.data, no);
+        dce_recomputed(pb);
+        CVar **ps = NEWN(CVar *, n + 1);
+        for (int k = 0; k < n; k++)
+            ps[k] = l->params[k];
+        ps[n] = c;
+        CLambda *pl = lambda_n(ps, n + 1, pb);
+        /* several outputs of a costly body: one map to an array of tuples,
+         * then one cheap map per output (instead of recomputing the body
+         * per output) */
+        CAtom *all = NULL;
+        if (no > 1 && block_size(pb) > 12)
+            all = soac(b, SOAC_MAP, type_array(aty(pb->result), 1), pl, arrs, n + 1);
+        for (int j = 0; j < no; j++) {
+            CAtom *tg = tgts.data[j];
+            CAtom *per;
+            Type *et;
+            if (all) {
+                CVar *t = core_var("t", aty(pb->result), R->loc);
+                CBlock *tb = core_block_new();
+                tb->result = proj(tb, core_atom_var(t), j);
+                et = aty(tb->result);
+                Type *rt = j < narr ? tan_t(aty(tg)) : type_array(et, 1);
+                per = soac(b, SOAC_MAP, rt, lambda_n(&t, 1, tb), &all, 1);
+            } else {
+                CLambda *cl = core_copy_lambda(pl, NULL, NULL, 0);
+                cl->body->result = untuple(cl->body, cl->body->result, no, j);
+                et = aty(cl->body->result);
+                cl->type = lambda_n(cl->params, n + 1, cl->body)->type;
+                Type *rt = j < narr ? tan_t(aty(tg)) : type_array(et, 1);
+                per = soac(b, SOAC_MAP, rt, cl, arrs, n + 1);
+            }
+            contrib(B, b, tg, A(j < narr ? per : sum_all(b, per)));
         }
+    }
+    int nl = looped.len;
+    if (nl) {
+        /* for i < length xs: the element's pullback, the looped adjoints
+         * passed in and out */
+        CAtom **init = NEWN(CAtom *, nl);
+        for (int j = 0; j < nl; j++) {
+            CVar *v = looped.data[j];
+            init[j] = materialize(b, adj_get(B, v), core_atom_var(v), v->type);
+        }
+        ForLoop L = for_begin(length_of(b, e->args[0]), tuple_of(b, init, nl));
+        CBlock *lb = L.body;
+        CBlock *body = core_block_new();
+        Frame *F3;
+        CLambda *l3 = core_copy_lambda(e->u.soac.fn, NULL, NULL, 0);
+        for (int k = 0; k < n; k++)
+            push_bind(lb, l3->params[k], atom_e(index1(lb, arrs[k], L.i)));
+        CAtom *ci = index1(lb, cty, L.i);
+        F3 = NEW(Frame);
+        F3->recompute = true;
+        F3->norec = B->F->norec;
+        for (int k = 0; k < n; k++) {
+            core_map_put(&F3->bound, l3->params[k], (void *)1);
+            if (atom_active(e->args[k]))
+                set_active(l3->params[k]);
+        }
+        fwd_block(F3, l3->body, body);
+        Bwd *B3 = NEW(Bwd);
+        B3->F = F3;
+        for (int j = 0; j < nl; j++)
+            adj_set(B3, looped.data[j], A(untuple(lb, L.s, nl, j)));
+        bwd_run(B3, body, l3->body->result, ci);
+        CAtom **next = NEWN(CAtom *, nl);
+        for (int j = 0; j < nl; j++) {
+            CVar *v = looped.data[j];
+            next[j] = materialize(body, adj_get(B3, v), core_atom_var(v), v->type);
+        }
+        body->result = tuple_of(body, next, nl);
+        dce_recomputed(body);
+        for (int i = 0; i < body->nbinds; i++)
+            push_bind(lb, body->binds[i].var, body->binds[i].e);
+        CAtom *fin = for_end(b, &L, body->result);
+        for (int j = 0; j < nl; j++)
+            adj_set(B, looped.data[j], A(untuple(b, fin, nl, j)));
     }
     vec_free(&outs);
     vec_free(&tgts);
+    vec_free(&looped);
 }
 
 /* reduce (+) ne xs: every element and ne get ȳ. */
@@ -2815,6 +3158,7 @@ static void bwd_jvp_rule(Bwd *B, CBlock *b, Entry *en)
     set_active(dx);
     Frame *FR = NEW(Frame);
     FR->recompute = true;
+    FR->norec = B->F->norec;
     core_map_put(&FR->bound, dx, (void *)1);
     CBlock *tmp = core_block_new();
     CAtom *pair[2] = {x, core_atom_var(dx)};
@@ -2859,6 +3203,7 @@ static CFun *get_vjp(CFun *f)
     Type *rt[2] = {f->ret, tpb};
     fv->ret = type_tuple(rt, 2);
     core_map_put(&R->vjp_of, f, fv);
+    core_map_put(&R->rev_fun, fv, f);
     core_program_add(R->prog, fv);
     fv->body = core_block_new();
     CBlock *c = core_copy_block(f->body, f->params, pa, n);
@@ -2880,6 +3225,54 @@ static CFun *get_vjp(CFun *f)
     fv->body->result = mkprod(fv->body, fv->ret, res, 2);
     R->loc = saved;
     return fv;
+}
+
+/* f_bwd xs ȳ = x̄s: f's forward sweep and backward sweep in one function,
+ * for differentiating the pullbacks of f_rev again (no closure to go
+ * through; the primal is recomputed). */
+static CFun *get_bwd(CFun *f)
+{
+    CFun *fb = core_map_get(&R->bwd_of, f);
+    if (fb)
+        return fb;
+    Loc saved = R->loc;
+    R->loc = f->loc;
+    fb = core_fun_new(ad_fun_name(R->prog, arena_printf(dcc_arena, "%s_bwd", f->name)), f->src_name, f->loc);
+    fb->is_helper = true;
+    int n = f->nparams;
+    fb->nparams = n + 1;
+    fb->params = NEWN(CVar *, n + 1);
+    CAtom **pa = NEWN(CAtom *, n > 0 ? n : 1);
+    Type **pt = NEWN(Type *, n > 0 ? n : 1);
+    Frame *F = NEW(Frame);
+    for (int i = 0; i < n; i++) {
+        fb->params[i] = core_var(f->params[i]->name, f->params[i]->type, f->loc);
+        pa[i] = core_atom_var(fb->params[i]);
+        pt[i] = tan_t(f->params[i]->type);
+        core_map_put(&F->bound, fb->params[i], (void *)1);
+        set_active(fb->params[i]);
+    }
+    F->norec = true;
+    CVar *ct = core_var("ct", tan_t(f->ret), f->loc);
+    fb->params[n] = ct;
+    fb->ret = tuple_t(pt, n);
+    core_map_put(&R->bwd_of, f, fb);
+    core_program_add(R->prog, fb);
+    fb->body = core_block_new();
+    CBlock *c = core_copy_block(f->body, f->params, pa, n);
+    int budget = R->budget;
+    R->budget = 4000;
+    fwd_block(F, c, fb->body);
+    R->budget = budget;
+    Bwd *B = NEW(Bwd);
+    B->F = F;
+    bwd_run(B, fb->body, c->result, core_atom_var(ct));
+    CAtom **outs = NEWN(CAtom *, n > 0 ? n : 1);
+    for (int i = 0; i < n; i++)
+        outs[i] = materialize(fb->body, adj_get(B, fb->params[i]), pa[i], fb->params[i]->type);
+    fb->body->result = tuple_of(fb->body, outs, n);
+    R->loc = saved;
+    return fb;
 }
 
 static void bwd_entry(Bwd *B, CBlock *b, Entry *en)
@@ -2925,6 +3318,18 @@ static void bwd_entry(Bwd *B, CBlock *b, Entry *en)
     case EN_REDUCE_ADD: bwd_reduce_add(B, b, en); break;
     case EN_SCAN_ADD: bwd_scan_add(B, b, en); break;
     case EN_PULLBACK: bwd_pullback(B, b, en); break;
+    case EN_RECOMPUTE: {
+        CFun *fb = get_bwd(en->rule);
+        CAtom **args = NEWN(CAtom *, en->nargs + 1);
+        for (int i = 0; i < en->nargs; i++)
+            args[i] = en->args[i];
+        args[en->nargs] = materialize(b, a, core_atom_var(en->y), en->y->type);
+        CAtom *g = call(b, fb, args, en->nargs + 1);
+        for (int i = 0; i < en->nargs; i++)
+            if (atom_active(en->args[i]))
+                contrib(B, b, en->args[i], A(en->nargs == 1 ? g : proj(b, g, i)));
+        break;
+    }
     case EN_JVP_RULE: bwd_jvp_rule(B, b, en); break;
     case EN_CLOSURE:
         rv_error(en->e->loc, "reverse mode: the derivative with respect to a function value is not "
@@ -2997,6 +3402,9 @@ static void reset_if_new(CProgram *p)
     core_map_free(&R->active);
     core_map_free(&R->known);
     core_map_free(&R->vjp_of);
+    core_map_free(&R->rev_fun);
+    core_map_free(&R->bwd_of);
+    core_map_free(&R->rev_call);
     core_map_free(&R->rec);
     core_map_free(&R->helpers);
     memset(R, 0, sizeof *R);

@@ -465,10 +465,10 @@ static void emit_export_decl(StrBuf *b, CProgram *p, Module *root, CFun *f)
     /* the DL signature, for the comment */
     StrBuf sig = {0};
     TypePrinter tp = {.n = 0};
-    for (int i = 0; i < f->nparams; i++)
-        sb_printf(&sig, "%s -> ", type_to_string_with(&tp, f->params[i]->type));
-    if (!f->nparams)
-        sb_puts(&sig, "");
+    for (int i = 0; i < f->nparams; i++) {
+        const char *ps = type_to_string_with(&tp, f->params[i]->type);
+        sb_printf(&sig, cview_kind(f->params[i]->type) == CVIEW_FUNC ? "(%s) -> " : "%s -> ", ps);
+    }
     sb_puts(&sig, type_to_string_with(&tp, f->ret));
     const char *what = "";
     Decl *d = NULL;

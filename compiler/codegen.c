@@ -1287,10 +1287,14 @@ static void count_block_use(Walk *w, CVar *v)
         w->cg->ucount[v->id]++;
 }
 
+/* The last use is the latest position at which a use is emitted. A fused
+ * producer's operands are read where its consumer is emitted (w->i is that
+ * position), which may come after later bindings: positions are not
+ * monotonic in binding order, so keep the maximum. */
 static void last_use(Walk *w, CVar *v)
 {
     var_room(w->cg, v->id);
-    if (w->cg->owner[v->id] == w->serial)
+    if (w->cg->owner[v->id] == w->serial && w->i > w->cg->last[v->id])
         w->cg->last[v->id] = w->i;
 }
 
@@ -2933,7 +2937,9 @@ static bool is_file(const char *p)
 }
 
 /* Where libdlrt is: $DCC_BUILDDIR/runtime/.libs, or the build tree dcc was
- * built in when dcc runs from it (uninstalled), else the installed libdir. */
+ * built in when dcc runs from it (uninstalled), else the installed libdir:
+ * <dir of dcc>/../lib when it holds libdlrt (an installation moved, or one
+ * staged with DESTDIR), else the configured one. */
 static const char *runtime_dir(void)
 {
     const char *env = getenv("DCC_BUILDDIR");
@@ -2950,6 +2956,14 @@ static const char *runtime_dir(void)
         if (strncmp(self, DCC_BUILDDIR, bl) == 0 && self[bl] == '/') {
             const char *d = DCC_BUILDDIR "/runtime/.libs";
             if (is_dir(d))
+                return d;
+        }
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            const char *d = arena_printf(dcc_arena, "%s/../lib", self);
+            if (is_file(arena_printf(dcc_arena, "%s/libdlrt.a", d)) ||
+                is_file(arena_printf(dcc_arena, "%s/libdlrt.so", d)))
                 return d;
         }
     }

@@ -39,7 +39,7 @@ static Constraint *con_copy(const Constraint *src)
 
 /* Level at which to create variables while solving c: the deepest level
  * among its variables, so that solving never blocks generalisation. */
-static int max_level(Type *t, int lv)
+static int max_level_rec(Type *t, int lv, unsigned mark)
 {
     t = type_resolve(t);
     if (!t)
@@ -48,17 +48,26 @@ static int max_level(Type *t, int lv)
     case TY_VAR:
         return t->level != TYPE_GENERIC_LEVEL && t->level > lv ? t->level : lv;
     case TY_ARRAY:
-        return max_level(t->elem, lv);
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED:
     case TY_TANGENT:
+        if (t->visit == mark)
+            return lv;
+        t->visit = mark;
+        if (t->kind == TY_ARRAY)
+            return max_level_rec(t->elem, lv, mark);
         for (int i = 0; i < t->nargs; i++)
-            lv = max_level(t->args[i], lv);
+            lv = max_level_rec(t->args[i], lv, mark);
         return lv;
     default:
         return lv;
     }
+}
+
+static int max_level(Type *t, int lv)
+{
+    return max_level_rec(t, lv, type_visit_mark());
 }
 
 static int con_level(Constraint *c)
@@ -174,45 +183,88 @@ static void poison(Type *t)
         type_unify(t, type_error());
 }
 
-static Constraint *sub_class(Constraint *c, Type *t, TypeClass cls)
+/* Constraints derived while solving another (on the components of a tuple,
+ * the elements of an array, the fields of a record) are made once per type
+ * node, site and requirement. Types are DAGs: a component shared n times
+ * would otherwise give n copies, each split again when a variable in it is
+ * bound, which is exponential in the size of the program. */
+typedef struct ConLink {
+    Constraint *c;
+    struct ConLink *next;
+} ConLink;
+
+static Constraint *derive(Constraint *site, ConstraintKind k, Type *t0, Type *t1, TypeClass cls,
+                          bool structural, bool *fresh)
 {
-    Constraint *s = tc_con_new(CK_CLASS, c->loc, c->what, c->op);
-    s->t[0] = t;
-    s->t[1] = c->t[1];
-    s->cls = cls;
-    s->structural = c->structural;
-    s->orig[0] = c->orig[0];
-    s->orig[1] = c->orig[1];
-    return s;
+    Type *r0 = type_resolve(t0), *r1 = t1 ? type_resolve(t1) : NULL;
+    ConLink *head = tc_map_get(&tc.derived, r0);
+    for (ConLink *l = head; l; l = l->next) {
+        Constraint *d = l->c;
+        if (d->kind == k && d->cls == cls && d->structural == structural && d->op == site->op &&
+            d->what == site->what && d->loc.file == site->loc.file &&
+            d->loc.line == site->loc.line && d->loc.col == site->loc.col &&
+            (d->t[1] ? type_resolve(d->t[1]) : NULL) == r1) {
+            *fresh = false;
+            return d;
+        }
+    }
+    Constraint *c = tc_con_new(k, site->loc, site->what, site->op);
+    c->t[0] = t0;
+    c->t[1] = t1;
+    c->cls = cls;
+    c->structural = structural;
+    ConLink *l = NEW(ConLink);
+    l->c = c;
+    l->next = head;
+    tc_map_put(&tc.derived, r0, l);
+    *fresh = true;
+    return c;
 }
 
-/* Does the declaration contain a function type (for ==)? Coinductive. */
-static bool decl_has_func(TypeDecl *d, Vec *seen);
-
-static bool type_has_func(Type *t, Vec *seen)
+/* t in cls (its scalar leaves equal to `leaves` if given), for c. */
+static void sub_class(Constraint *c, Type *t, TypeClass cls, Type *leaves, bool structural)
 {
-    t = type_resolve(t);
-    switch (t->kind) {
-    case TY_FUNC:
-        return true;
-    case TY_ARRAY:
-        return type_has_func(t->elem, seen);
-    case TY_TUPLE:
-        for (int i = 0; i < t->nargs; i++)
-            if (type_has_func(t->args[i], seen))
-                return true;
-        return false;
-    case TY_NAMED:
-        for (int i = 0; i < t->nargs; i++)
-            if (type_has_func(t->args[i], seen))
-                return true;
-        return decl_has_func(t->decl, seen);
-    default:
-        return false;
+    bool fresh;
+    Constraint *s = derive(c, CK_CLASS, t, leaves, cls, structural, &fresh);
+    if (fresh) {
+        s->orig[0] = c->orig[0];
+        s->orig[1] = c->orig[1];
     }
 }
 
-static bool decl_has_func(TypeDecl *d, Vec *seen)
+/* As sub_class, for a class constraint that solving a broadcast c leaves. */
+static void bcast_class(Constraint *c, Type *t, Type *leaves, bool structural)
+{
+    bool fresh;
+    Constraint *s = derive(c, CK_CLASS, t, leaves, c->cls, structural, &fresh);
+    if (fresh) {
+        s->orig[0] = c->t[0];
+        s->orig[1] = c->t[1];
+    }
+}
+
+/* Does the declaration contain a function type (for ==)? Coinductive. */
+static bool decl_has_func(TypeDecl *d, Vec *seen, unsigned mark);
+
+static bool type_has_func(Type *t, Vec *seen, unsigned mark)
+{
+    t = type_resolve(t);
+    if (t->kind == TY_FUNC)
+        return true;
+    if (t->kind != TY_ARRAY && t->kind != TY_TUPLE && t->kind != TY_NAMED)
+        return false;
+    if (t->visit == mark)
+        return false;
+    t->visit = mark;
+    if (t->kind == TY_ARRAY)
+        return type_has_func(t->elem, seen, mark);
+    for (int i = 0; i < t->nargs; i++)
+        if (type_has_func(t->args[i], seen, mark))
+            return true;
+    return t->kind == TY_NAMED && decl_has_func(t->decl, seen, mark);
+}
+
+static bool decl_has_func(TypeDecl *d, Vec *seen, unsigned mark)
 {
     for (int i = 0; i < seen->len; i++)
         if (seen->data[i] == d)
@@ -221,30 +273,31 @@ static bool decl_has_func(TypeDecl *d, Vec *seen)
     int n = d->kind == TD_RECORD ? d->nfields : d->ncons;
     Type **src = d->kind == TD_RECORD ? d->field_types : d->con_args;
     for (int i = 0; i < n; i++)
-        if (src[i] && type_has_func(src[i], seen))
+        if (src[i] && type_has_func(src[i], seen, mark))
             return true;
     return false;
 }
 
 /* Pushes "eq" on the variables of t (checked when they are known). */
-static void eq_on_vars(Constraint *c, Type *t)
+static void eq_on_vars(Constraint *c, Type *t, unsigned mark)
 {
     t = type_resolve(t);
     switch (t->kind) {
     case TY_VAR:
-    case TY_TANGENT: {
-        Constraint *s = sub_class(c, t, TC_EQ);
-        s->t[1] = NULL;
+    case TY_TANGENT:
+        sub_class(c, t, TC_EQ, NULL, c->structural);
         return;
-    }
     case TY_ARRAY:
-        eq_on_vars(c, t->elem);
-        return;
     case TY_TUPLE:
     case TY_NAMED:
     case TY_FUNC:
+        if (t->visit == mark)
+            return;
+        t->visit = mark;
+        if (t->kind == TY_ARRAY)
+            eq_on_vars(c, t->elem, mark);
         for (int i = 0; i < t->nargs; i++)
-            eq_on_vars(c, t->args[i]);
+            eq_on_vars(c, t->args[i], mark);
         return;
     default:
         return;
@@ -261,12 +314,12 @@ static bool solve_class(Constraint *c)
         return true;
     if (c->cls == TC_EQ) {
         Vec seen = {0};
-        bool bad = type_has_func(t, &seen);
+        bool bad = type_has_func(t, &seen, type_visit_mark());
         vec_free(&seen);
         if (bad)
             report_class(c, t);
         else
-            eq_on_vars(c, t);
+            eq_on_vars(c, t, type_visit_mark());
         return true;
     }
     switch (t->kind) {
@@ -287,8 +340,8 @@ static bool solve_class(Constraint *c)
         }
         if (c->cls == TC_ANYARRAY)
             return true;
-        sub_class(c, t->elem, c->cls == TC_ARRAY ? TC_SCALAR : c->cls)->structural =
-            c->structural && c->cls == TC_NUM;
+        sub_class(c, t->elem, c->cls == TC_ARRAY ? TC_SCALAR : c->cls, c->t[1],
+                  c->structural && c->cls == TC_NUM);
         return true;
     case TY_TUPLE:
         if (!c->structural) {
@@ -296,7 +349,7 @@ static bool solve_class(Constraint *c)
             return true;
         }
         for (int i = 0; i < t->nargs; i++)
-            sub_class(c, t->args[i], c->cls);
+            sub_class(c, t->args[i], c->cls, c->t[1], c->structural);
         return true;
     case TY_NAMED:
         if (!c->structural || t->decl->kind != TD_RECORD) {
@@ -304,7 +357,7 @@ static bool solve_class(Constraint *c)
             return true;
         }
         for (int i = 0; i < t->decl->nfields; i++)
-            sub_class(c, type_field_type(t, i), c->cls);
+            sub_class(c, type_field_type(t, i), c->cls, c->t[1], c->structural);
         return true;
     default:
         report_class(c, t);
@@ -368,12 +421,7 @@ static bool solve_bcast(Constraint *c, bool final)
     }
     if (a == b || type_equal(a, b)) {
         con_result(c, c->t[2], a);
-        Constraint *s = tc_con_new(CK_CLASS, c->loc, c->what, c->op);
-        s->t[0] = a;
-        s->cls = c->cls;
-        s->structural = c->structural;
-        s->orig[0] = c->t[0];
-        s->orig[1] = c->t[1];
+        bcast_class(c, a, NULL, c->structural);
         return true;
     }
     if (sa == SH_SCALAR && sb == SH_SCALAR) {
@@ -388,13 +436,7 @@ static bool solve_bcast(Constraint *c, bool final)
             return true;
         }
         con_result(c, c->t[2], x);
-        Constraint *k = tc_con_new(CK_CLASS, c->loc, c->what, c->op);
-        k->t[0] = x;
-        k->t[1] = s;
-        k->cls = c->cls;
-        k->structural = c->structural;
-        k->orig[0] = c->t[0];
-        k->orig[1] = c->t[1];
+        bcast_class(c, x, s, c->structural);
         return true;
     }
     if (sa == SH_ARRAY && sb == SH_ARRAY) {
@@ -421,15 +463,14 @@ static bool solve_bcast(Constraint *c, bool final)
         int lv = con_level(c);
         Type **rs = NEWN(Type *, a->nargs);
         for (int i = 0; i < a->nargs; i++) {
-            rs[i] = type_fresh_var(lv);
-            Constraint *k = tc_con_new(CK_BCAST, c->loc, c->what, c->op);
-            k->t[0] = a->args[i];
-            k->t[1] = b->args[i];
-            k->t[2] = rs[i];
-            k->cls = c->cls;
-            k->structural = true;
-            k->orig[0] = c->orig[0] ? c->orig[0] : c->t[0];
-            k->orig[1] = c->orig[1] ? c->orig[1] : c->t[1];
+            bool fresh;
+            Constraint *k = derive(c, CK_BCAST, a->args[i], b->args[i], c->cls, true, &fresh);
+            if (fresh) {
+                k->t[2] = type_fresh_var(lv);
+                k->orig[0] = c->orig[0] ? c->orig[0] : c->t[0];
+                k->orig[1] = c->orig[1] ? c->orig[1] : c->t[1];
+            }
+            rs[i] = k->t[2];
         }
         con_result(c, c->t[2], type_tuple(rs, a->nargs));
         return true;
@@ -440,12 +481,7 @@ static bool solve_bcast(Constraint *c, bool final)
             return true;
         }
         con_result(c, c->t[2], a);
-        Constraint *k = tc_con_new(CK_CLASS, c->loc, c->what, c->op);
-        k->t[0] = a;
-        k->cls = c->cls;
-        k->structural = true;
-        k->orig[0] = c->t[0];
-        k->orig[1] = c->t[1];
+        bcast_class(c, a, NULL, true);
         return true;
     }
     if (sa == SH_VAR || sb == SH_VAR) {
@@ -917,6 +953,11 @@ static bool solve_one_raw(Constraint *c, bool final);
  * needed it. */
 bool tc_solve_one(Constraint *c, bool final)
 {
+    /* its types may have grown since it was made (a variable in them was
+     * bound): past the limit, solving would take exponential time */
+    for (int i = 0; i < 3; i++)
+        if (c->t[i] && tc_too_large(c->t[i], c->loc, "the type of this expression"))
+            return true;
     int errs = diag_error_count();
     bool r = solve_one_raw(c, final);
     if (diag_error_count() != errs && c->origin.line &&
@@ -1065,14 +1106,15 @@ Type *tc_instantiate(Binding *b, Loc loc, Type ***inst)
     return t;
 }
 
-void tc_collect_vars(Type *t, int lv, Vec *out)
+static void collect_rec(Type *t, int lv, Vec *out, unsigned mark)
 {
     t = type_resolve(t);
     if (!t)
         return;
     switch (t->kind) {
     case TY_VAR:
-        if (t->level > lv && t->level != TYPE_GENERIC_LEVEL) {
+        if (t->level > lv && t->level != TYPE_GENERIC_LEVEL && t->visit != mark) {
+            t->visit = mark;
             for (int i = 0; i < out->len; i++)
                 if (out->data[i] == t)
                     return;
@@ -1080,18 +1122,26 @@ void tc_collect_vars(Type *t, int lv, Vec *out)
         }
         return;
     case TY_ARRAY:
-        tc_collect_vars(t->elem, lv, out);
-        return;
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED:
     case TY_TANGENT:
+        if (t->visit == mark)
+            return;
+        t->visit = mark;
+        if (t->kind == TY_ARRAY)
+            collect_rec(t->elem, lv, out, mark);
         for (int i = 0; i < t->nargs; i++)
-            tc_collect_vars(t->args[i], lv, out);
+            collect_rec(t->args[i], lv, out, mark);
         return;
     default:
         return;
     }
+}
+
+void tc_collect_vars(Type *t, int lv, Vec *out)
+{
+    collect_rec(t, lv, out, type_visit_mark());
 }
 
 static void con_vars(Constraint *c, int lv, Vec *out)
@@ -1148,7 +1198,7 @@ static void lower_levels(Type *t, int lv)
     vec_free(&v);
 }
 
-Type *tc_abstract(Type *t, Vec *vars)
+static Type *abstract_rec(Type *t, Vec *vars, Map *done)
 {
     if (!t)
         return NULL;
@@ -1160,21 +1210,36 @@ Type *tc_abstract(Type *t, Vec *vars)
                 return type_qvar(i);
         return t;
     case TY_ARRAY:
-        return type_array(tc_abstract(t->elem, vars), t->rank);
     case TY_TANGENT:
-        return type_tangent(tc_abstract(t->args[0], vars));
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED: {
-        Type *r = type_copy_node(t);
-        r->args = NEWN(Type *, t->nargs ? t->nargs : 1);
-        for (int i = 0; i < t->nargs; i++)
-            r->args[i] = tc_abstract(t->args[i], vars);
+        /* once per node: the result shares what t shares */
+        Type *r = tc_map_get(done, t);
+        if (r)
+            return r;
+        if (t->kind == TY_ARRAY) {
+            r = type_array(abstract_rec(t->elem, vars, done), t->rank);
+        } else if (t->kind == TY_TANGENT) {
+            r = type_tangent(abstract_rec(t->args[0], vars, done));
+        } else {
+            r = type_copy_node(t);
+            r->args = NEWN(Type *, t->nargs ? t->nargs : 1);
+            for (int i = 0; i < t->nargs; i++)
+                r->args[i] = abstract_rec(t->args[i], vars, done);
+        }
+        tc_map_put(done, t, r);
         return r;
     }
     default:
         return t;
     }
+}
+
+Type *tc_abstract(Type *t, Vec *vars)
+{
+    Map done = {0};
+    return abstract_rec(t, vars, &done);
 }
 
 static int pick_level;

@@ -511,7 +511,14 @@ struct Type {
     int rank;        /* TY_ARRAY */
     TypeDecl *decl;  /* TY_NAMED */
     Loc origin;      /* where the type was demanded (for "expected ... here") */
+    unsigned visit;  /* scratch for walks that visit each node once */
 };
+
+/* Types are DAGs (a subterm is shared, not copied), so a walk that must not
+ * take time exponential in the program marks the nodes it has seen: it
+ * takes a fresh mark, `if (t->visit == mark) return; t->visit = mark;`. A
+ * walk that nests another walk inside loses its marks (not its result). */
+unsigned type_visit_mark(void);
 
 /* TY_VAR level of a generalised variable (owned by a scheme; never bound). */
 #define TYPE_GENERIC_LEVEL 0x3fffffff
@@ -1251,6 +1258,12 @@ CAtom *ad_forward_grad_form(CProgram *p, CExpr *e, CBlock *b);
 /* Reverse-mode forms (ad_reverse.c): vjp, grad, value_and_grad, jacrev,
  * with the same contract (hessian and hvp are forward mode's). */
 CAtom *ad_reverse_form(CProgram *p, CExpr *e, CBlock *b);
+/* Checkpointing of the for loops reverse mode differentiates whose
+ * CE_LOOP.checkpoint is 0: 0 none (every iteration's residuals saved),
+ * k > 0 k segments, -1 about sqrt(n) segments of about sqrt(n) iterations
+ * (the state saved per segment, a segment recomputed when reversed). For
+ * the driver's --checkpoint=N; $DCC_AD_CHECKPOINT when left at 0. */
+extern int ad_reverse_checkpoint;
 
 /* ========================================================================
  * codegen — Core IR to LLVM IR (the only files that include llvm-c/)

@@ -871,8 +871,10 @@ static bool process(Pending *pd, bool at_eof)
     if (incomplete && !at_eof)
         return false;
     if (incomplete) {
-        /* the end of a script inside a construct */
-        Loc l = {REPL_FILE, S.nlines, 1, S.nlines, 1};
+        /* the end of a script inside a construct: after its last line */
+        const char *last = strrchr(pd->text.data, '\n');
+        int col = (int)strlen(last ? last + 1 : pd->text.data) + (last ? 1 : pd->col);
+        Loc l = {REPL_FILE, S.nlines, col, S.nlines, col};
         error_at(l, "unexpected end of input: this input is not finished");
         S.failed = true;
         return true;
@@ -1023,12 +1025,12 @@ int repl_main(const char *load)
             continue;
         }
         if (rs == READ_EOF) {
-            if (pd.active)
-                pending_finish(&pd, true);
             if (S.interactive) {
                 fputc('\n', stdout);
                 fflush(stdout);
             }
+            if (pd.active)
+                pending_finish(&pd, true);
             break;
         }
         transcript_add(line);

@@ -578,6 +578,8 @@ static Type *infer_letrec(Expr *e)
                         bt, b->type);
     tc.level--;
     bool ok = n > 0 || nonexpansive(e->u.letrec.value);
+    if (tc_too_large(bt, b->loc, arena_printf(dcc_arena, "the type of %s", name)))
+        bt = type_error();
     b->type = bt;
     tc_generalise(&b, &ok, 1, tc.level);
     Type *r = infer(e->u.letrec.body);
@@ -1130,6 +1132,8 @@ static void check_scc(Vec *scc)
     tc.level = 0;
     for (int i = 0; i < n; i++) {
         DefNode *dn = scc->data[i];
+        if (tc_too_large(ts[i], bs[i]->loc, arena_printf(dcc_arena, "the type of %s", dn->d->name)))
+            ts[i] = type_error();
         bs[i]->type = ts[i];
         bs[i]->nqvars = 0;
         bs[i]->ncons = 0;

@@ -75,6 +75,7 @@ typedef struct TcState {
     Vec all_exprs; /* every checked Expr (for defaulting) */
     Vec all_pats;
     bool too_large; /* a type past TYPE_TREE_LIMIT was reported */
+    Map derived;    /* type node -> constraints derived on it (constraints.c) */
 } TcState;
 
 extern TcState tc;

@@ -15,6 +15,7 @@
 int type_bind_count;
 static int next_var_id;
 static UnifyFailure failure;
+static unsigned visit_mark; /* the last mark of type_visit_mark */
 
 /* ---- constructors -------------------------------------------------------- */
 
@@ -67,7 +68,15 @@ Type *type_copy_node(Type *t)
 {
     Type *c = NEW(Type);
     *c = *t;
+    c->visit = 0;
     return c;
+}
+
+unsigned type_visit_mark(void)
+{
+    if (++visit_mark == 0) /* wrapped: 0 is every new node's mark */
+        visit_mark = 1;
+    return visit_mark;
 }
 
 Type *type_array(Type *elem, int rank)
@@ -343,25 +352,34 @@ bool type_equal(Type *a, Type *b)
     }
 }
 
-bool type_has_vars(Type *t, bool skip_generic)
+static bool has_vars_rec(Type *t, bool skip_generic, unsigned mark)
 {
     t = type_resolve(t);
     switch (t->kind) {
     case TY_VAR:
         return !(skip_generic && t->level == TYPE_GENERIC_LEVEL);
     case TY_ARRAY:
-        return type_has_vars(t->elem, skip_generic);
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED:
     case TY_TANGENT:
+        if (t->visit == mark)
+            return false;
+        t->visit = mark;
+        if (t->kind == TY_ARRAY)
+            return has_vars_rec(t->elem, skip_generic, mark);
         for (int i = 0; i < t->nargs; i++)
-            if (type_has_vars(t->args[i], skip_generic))
+            if (has_vars_rec(t->args[i], skip_generic, mark))
                 return true;
         return false;
     default:
         return false;
     }
+}
+
+bool type_has_vars(Type *t, bool skip_generic)
+{
+    return has_vars_rec(t, skip_generic, type_visit_mark());
 }
 
 /* Nodes of t as a tree, counted up to a little past `limit`: shared
@@ -439,7 +457,7 @@ static bool fail(Type *a, Type *b)
 
 /* Occurs check, and lowers the levels of the variables of t to `level`
  * (a variable bound to t may be generalised only where all of t may). */
-static bool occurs_adjust(Type *v, Type *t, int level)
+static bool occurs_rec(Type *v, Type *t, int level, unsigned mark)
 {
     t = type_resolve(t);
     switch (t->kind) {
@@ -450,18 +468,27 @@ static bool occurs_adjust(Type *v, Type *t, int level)
             t->level = level;
         return false;
     case TY_ARRAY:
-        return occurs_adjust(v, t->elem, level);
     case TY_TUPLE:
     case TY_FUNC:
     case TY_NAMED:
     case TY_TANGENT:
+        if (t->visit == mark)
+            return false;
+        t->visit = mark;
+        if (t->kind == TY_ARRAY)
+            return occurs_rec(v, t->elem, level, mark);
         for (int i = 0; i < t->nargs; i++)
-            if (occurs_adjust(v, t->args[i], level))
+            if (occurs_rec(v, t->args[i], level, mark))
                 return true;
         return false;
     default:
         return false;
     }
+}
+
+static bool occurs_adjust(Type *v, Type *t, int level)
+{
+    return occurs_rec(v, t, level, type_visit_mark());
 }
 
 static bool bind(Type *v, Type *t)

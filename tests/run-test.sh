@@ -54,6 +54,7 @@ case $t in
     # the piped session's exit status. Sessions run in a scratch directory
     # holding a copy of tests/repl/data (as data/), which "#!sh" may change.
     dir=$(cd "$(dirname "$t")" && pwd)
+    name=$(basename "$t" .repl)
     base=$dir/$name
     [ -d "$dir/data" ] && cp -R "$dir/data" "$work/data"
     args=$(sed -n 's/^#!args //p' "$t" | head -n 1)

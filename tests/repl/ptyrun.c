@@ -10,14 +10,14 @@
  *                       a prompt first (the line before was not waited for)
  *   #!ctrl-d            type Ctrl-D (end of input)
  *   #!partial TEXT      type TEXT without a newline
- *   #!keys TEXT         type TEXT with C escapes (\n, \t, \e, \\, \ooo, \xHH);
+ *   #!keys TEXT         type TEXT with C escapes (\n \t \b \e \\ \ooo \xHH);
  *                       when it ends with a newline, wait for the prompt
  *   #!sleep SECONDS     wait
  *   #!sh COMMAND        run COMMAND with sh (between two inputs)
  *   #!restart           end the session (Ctrl-D) and start the command again
  * After the script, Ctrl-D ends the session unless it has ended. Everything
- * the terminal shows is written to stdout with carriage returns, terminal
- * escape sequences and trailing spaces removed. Exit status: the child's, or
+ * the terminal shows is written to stdout as the lines it ends up showing
+ * (see print_clean). Exit status: the child's, or
  * 124 when a prompt did not come within the timeout (10 s, $PTYRUN_TIMEOUT).
  */
 #ifndef _GNU_SOURCE
@@ -132,41 +132,56 @@ static void sleep_s(double s)
         pump(20);
 }
 
-/* The transcript without \r, escape sequences and trailing blanks. */
+/* What the terminal shows, as text: a line is rewritten in place after a
+ * carriage return (line editing redraws it so), backspace moves left, ESC [ K
+ * clears to the end of the line, other escape sequences and bells are
+ * dropped, trailing blanks removed. */
 static void print_clean(void)
 {
-    char *out = malloc(nseen + 1);
-    size_t k = 0;
+    char line[4096];
+    size_t len = 0, col = 0;
     for (size_t i = 0; i < nseen; i++) {
         unsigned char c = (unsigned char)seen[i];
-        if (c == '\r' || c == 7)
-            continue;
-        if (c == 27) { /* ESC [ ... final byte, or ESC x */
+        if (c == 27) {
             if (i + 1 < nseen && seen[i + 1] == '[') {
-                i += 2;
-                while (i < nseen && !(seen[i] >= 0x40 && seen[i] <= 0x7e))
-                    i++;
+                size_t j = i + 2;
+                while (j < nseen && !(seen[j] >= 0x40 && seen[j] <= 0x7e))
+                    j++;
+                if (j < nseen && seen[j] == 'K')
+                    len = col;
+                i = j;
             } else {
                 i++;
             }
             continue;
         }
-        if (c == '\b') {
-            if (k && out[k - 1] != '\n')
-                k--;
+        if (c == '\r') {
+            col = 0;
+        } else if (c == '\n') {
+            while (len && line[len - 1] == ' ')
+                len--;
+            fwrite(line, 1, len, stdout);
+            fputc('\n', stdout);
+            len = col = 0;
+        } else if (c == '\b') {
+            if (col)
+                col--;
+        } else if (c == 7) {
             continue;
+        } else if (col < sizeof line) {
+            while (len < col)
+                line[len++] = ' ';
+            line[col++] = (char)c;
+            if (col > len)
+                len = col;
         }
-        if (c == '\n')
-            while (k && out[k - 1] == ' ')
-                k--;
-        out[k++] = (char)c;
     }
-    while (k && out[k - 1] == ' ')
-        k--;
-    fwrite(out, 1, k, stdout);
-    if (k && out[k - 1] != '\n')
+    while (len && line[len - 1] == ' ')
+        len--;
+    if (len) {
+        fwrite(line, 1, len, stdout);
         fputc('\n', stdout);
-    free(out);
+    }
 }
 
 /* The bytes of a #!keys argument. */
@@ -184,6 +199,7 @@ static size_t unescape(const char *s, char *out)
         case 'n': out[k++] = '\n'; break;
         case 'r': out[k++] = '\r'; break;
         case 't': out[k++] = '\t'; break;
+        case 'b': out[k++] = '\b'; break;
         case 'e': out[k++] = 27; break;
         case 'x': {
             unsigned v = 0;

@@ -2,6 +2,7 @@
  * program is compiled to an executable, run, and its output compared.
  * Needs libdlrt built ($DCC_BUILDDIR, set by `make check`). */
 #include <check.h>
+#include <glob.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -630,6 +631,80 @@ START_TEST(test_source_misc)
 }
 END_TEST
 
+/* A DL file compiled as the driver does at -Oopt: simplified (when
+ * optimising), derivatives expanded, simplified again. */
+static void from_file(const char *path, int opt)
+{
+    module_reset();
+    diag_reset();
+    Vec order = {0};
+    Module *root = module_load_root(path, path, &order);
+    ck_assert_msg(root && diag_error_count() == 0, "%s: parse errors", path);
+    typecheck_program(&order);
+    ck_assert_msg(diag_error_count() == 0, "%s: type errors", path);
+    prog = core_lower_program(&order, root);
+    ck_assert_msg(prog && diag_error_count() == 0, "%s: lowering errors", path);
+    if (opt > 0)
+        core_simplify(prog, opt);
+    ck_assert_msg(ad_transform_program(prog) && diag_error_count() == 0, "%s: AD errors", path);
+    core_simplify(prog, opt);
+    vec_free(&order);
+}
+
+/* The `-- expect: TEXT` lines of a test program, one per output line. */
+static void expected_output(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char line[4096];
+    size_t len = 0;
+    buf[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *tag = "-- expect: ";
+        if (strncmp(line, tag, strlen(tag)) != 0)
+            continue;
+        const char *t = line + strlen(tag);
+        size_t k = strlen(t);
+        ck_assert_msg(len + k + 2 < n, "%s: expected output too long", path);
+        memcpy(buf + len, t, k);
+        len += k;
+        if (len && buf[len - 1] != '\n')
+            buf[len++] = '\n';
+        buf[len] = 0;
+    }
+    fclose(f);
+}
+
+/* In-place reuse of owned operands and loop fusion happen only when
+ * optimising (-O1 and up): tests/programs/codegen_inplace_*.dl must print
+ * their expected output at every level, with no memory error or leak. */
+START_TEST(test_inplace_all_levels)
+{
+    const char *src = getenv("DCC_SRCDIR");
+    char pattern[1024];
+    snprintf(pattern, sizeof pattern, "%s/tests/programs/codegen_inplace_*.dl", src && *src ? src : DCC_SRCDIR);
+    glob_t g;
+    ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+    ck_assert_msg(g.gl_pathc >= 5, "only %zu files match %s", (size_t)g.gl_pathc, pattern);
+    bool vg = have_valgrind();
+    static char want[8192];
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        const char *path = g.gl_pathv[i];
+        expected_output(path, want, sizeof want);
+        ck_assert_msg(want[0], "%s: no '-- expect:' lines", path);
+        for (int opt = 0; opt <= 3; opt++) {
+            from_file(path, opt);
+            Run *r = run_opt(opt, vg);
+            ck_assert_msg(r->status == 0, "%s -O%d: exit status %d, stderr: %.800s", path, opt, r->status,
+                          r->err);
+            ck_assert_msg(!strcmp(r->out, want), "%s -O%d: printed\n%.1000s\nexpected\n%.1000s", path, opt,
+                          r->out, want);
+        }
+    }
+    globfree(&g);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("codegen");
@@ -646,6 +721,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_emit_llvm);
     tcase_add_test(t, test_fusion);
     tcase_add_test(t, test_source_misc);
+    tcase_add_test(t, test_inplace_all_levels);
     suite_add_tcase(s, t);
     return s;
 }
