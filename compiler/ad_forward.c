@@ -20,663 +20,20 @@
  *     (one per function, order and set of active parameters; recursion
  *     works); a `with jvp` rule is called instead where there is one;
  *   - a closure becomes a closure on packed pairs Pack(a) -> Pack(b);
- *   - each primitive has one forward rule (PrimInfo.jvp_rule, below).
+ *   - each primitive has one forward rule (PrimInfo.jvp_rule, ad_rules.c).
  * A tangent that is zero is a NULL atom: no code is emitted for it, and
  * values without tangent (int, bool, ...) never get one. The macro runs on
  * program text, innermost derivative first (ad.c), and every application
  * creates fresh variables: nested derivatives cannot confuse their
- * perturbations (Siskind & Pearlmutter 2005). */
-#include "dcc.h"
+ * perturbations (Siskind & Pearlmutter 2005).
+ *
+ * The engine's other files: ad_tangent.c (representations and emission
+ * helpers), ad_rules.c (the rules of the primitives), ad_forms.c (jvp,
+ * jacfwd, hessian, hvp, fwdgrad; ad_forward_lambda); ad.h declares what
+ * they share. */
+#include "ad.h"
 
-#include <math.h>
-#include <stdarg.h>
 #include <string.h>
-
-/* ================================================================ types */
-
-static Type *rs(Type *t) { return type_resolve(t); }
-
-static bool is_floatish(Type *t)
-{
-    t = rs(t);
-    return t->kind == TY_FLOAT || t->kind == TY_F32;
-}
-
-static Type *elem_of(Type *t)
-{
-    t = rs(t);
-    return t->kind == TY_ARRAY ? rs(t->elem) : t;
-}
-
-static int rank_of(Type *t)
-{
-    t = rs(t);
-    return t->kind == TY_ARRAY ? t->rank : 0;
-}
-
-static int rank_of_atom(CAtom *a) { return rank_of(core_atom_type(a)); }
-
-static bool trivial_in(Type *t, Vec *seen)
-{
-    t = rs(t);
-    switch (t->kind) {
-    case TY_FLOAT: case TY_F32: case TY_FUNC: case TY_ERROR:
-        return false;
-    case TY_TUPLE:
-        for (int i = 0; i < t->nargs; i++)
-            if (!trivial_in(t->args[i], seen))
-                return false;
-        return true;
-    case TY_ARRAY:
-        return trivial_in(t->elem, seen);
-    case TY_NAMED: {
-        for (int i = 0; i < seen->len; i++)
-            if (seen->data[i] == t->decl)
-                return true;
-        vec_push(seen, t->decl);
-        bool r = true;
-        if (t->decl->kind == TD_RECORD) {
-            for (int i = 0; i < t->decl->nfields && r; i++)
-                r = trivial_in(type_field_type(t, i), seen);
-        } else if (t->decl->kind == TD_VARIANT) {
-            for (int i = 0; i < t->decl->ncons && r; i++) {
-                Type *a = type_con_arg(t, i);
-                if (a)
-                    r = trivial_in(a, seen);
-            }
-        }
-        seen->len--;
-        return r;
-    }
-    default:
-        return true;
-    }
-}
-
-bool ad_tangent_trivial(Type *t)
-{
-    Vec seen = {0};
-    bool r = trivial_in(t, &seen);
-    vec_free(&seen);
-    return r;
-}
-
-/* A function type somewhere inside data (not at the top). */
-static bool func_inside(Type *t, Vec *seen, bool top)
-{
-    t = rs(t);
-    switch (t->kind) {
-    case TY_FUNC:
-        return !top;
-    case TY_TUPLE:
-        for (int i = 0; i < t->nargs; i++)
-            if (func_inside(t->args[i], seen, false))
-                return true;
-        return false;
-    case TY_ARRAY:
-        return func_inside(t->elem, seen, false);
-    case TY_NAMED: {
-        for (int i = 0; i < seen->len; i++)
-            if (seen->data[i] == t->decl)
-                return false;
-        vec_push(seen, t->decl);
-        bool r = false;
-        if (t->decl->kind == TD_RECORD) {
-            for (int i = 0; i < t->decl->nfields && !r; i++)
-                r = func_inside(type_field_type(t, i), seen, false);
-        } else if (t->decl->kind == TD_VARIANT) {
-            for (int i = 0; i < t->decl->ncons && !r; i++) {
-                Type *a = type_con_arg(t, i);
-                if (a)
-                    r = func_inside(a, seen, false);
-            }
-        }
-        seen->len--;
-        return r;
-    }
-    default:
-        return false;
-    }
-}
-
-/* How values of a type are represented by the macro. */
-typedef enum {
-    TK_DIFF, /* coefficients c[0..K] */
-    TK_NONE, /* c[0] only: no tangent (int, bool, ...) or functions inside data */
-    TK_FUNC, /* a function: its dual closure */
-} TKind;
-
-static TKind tkind(Type *t)
-{
-    t = rs(t);
-    if (t->kind == TY_FUNC)
-        return TK_FUNC;
-    Vec seen = {0};
-    bool inside = func_inside(t, &seen, true);
-    vec_free(&seen);
-    if (inside || ad_tangent_trivial(t))
-        return TK_NONE;
-    return TK_DIFF;
-}
-
-static Type *tangent_of(Type *t) { return rs(type_tangent(t)); }
-
-/* Pack(t) for order K (see dcc.h). */
-static Type *pack_type(Type *t, int K)
-{
-    t = rs(t);
-    switch (tkind(t)) {
-    case TK_FUNC:
-        return type_func(pack_type(t->args[0], K), pack_type(t->args[1], K));
-    case TK_NONE:
-        return t;
-    case TK_DIFF: {
-        Type **it = NEWN(Type *, K + 1);
-        it[0] = t;
-        for (int k = 1; k <= K; k++)
-            it[k] = tangent_of(t);
-        return type_tuple(it, K + 1);
-    }
-    }
-    return t;
-}
-
-/* ================================================================ emission */
-
-void ad_error(AdFwd *F, Loc loc, const char *fmt, ...)
-{
-    if (F->quiet > 0)
-        return;
-    F->ok = false;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    error_at(loc.file ? loc : F->loc, "%s", msg);
-}
-
-static const char *dname(const char *n)
-{
-    if (!n || !*n)
-        return "d";
-    return arena_printf(dcc_arena, "d%s", n);
-}
-
-static void push_bind(CBlock *b, CVar *v, CExpr *e)
-{
-    if (b->nbinds == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 8;
-        CBind *nb = NEWN(CBind, cap);
-        if (b->nbinds)
-            memcpy(nb, b->binds, sizeof *nb * (size_t)b->nbinds);
-        b->binds = nb;
-        b->cap = cap;
-    }
-    b->binds[b->nbinds].var = v;
-    b->binds[b->nbinds].e = e;
-    b->nbinds++;
-}
-
-static CAtom *bind_expr(AdFwd *F, const char *name, CExpr *e)
-{
-    CVar *v = core_bind(F->blk, name, e);
-    ad_note_def(v, e);
-    return core_atom_var(v);
-}
-
-CAtom *ad_emit(AdFwd *F, const char *name, Prim op, Type *t, CAtom **args, int n, int64_t imm)
-{
-    return bind_expr(F, name, core_prim(op, t, F->loc, args, n, imm));
-}
-
-static CAtom *emit1(AdFwd *F, const char *name, Prim op, Type *t, CAtom *a, int64_t imm)
-{
-    return ad_emit(F, name, op, t, &a, 1, imm);
-}
-
-static CAtom *emit2(AdFwd *F, const char *name, Prim op, Type *t, CAtom *a, CAtom *b)
-{
-    CAtom *xs[2] = {a, b};
-    return ad_emit(F, name, op, t, xs, 2, 0);
-}
-
-CAtom *ad_lit(double v, Type *like)
-{
-    Type *e = elem_of(like);
-    return core_atom_float(v, e->kind == TY_F32 ? type_f32() : type_float());
-}
-
-static bool is_flit(CAtom *a) { return a && a->kind == CA_FLOAT; }
-
-static bool is_val(CAtom *a, double v) { return is_flit(a) && a->u.fval == v; }
-
-/* NULL when the atom is a known zero tangent: a 0.0 literal, zeros_like,
- * a tuple or record of known zeros. */
-static CAtom *nz(CAtom *a)
-{
-    if (!a)
-        return NULL;
-    if (a->kind == CA_FLOAT && a->u.fval == 0)
-        return NULL;
-    if (a->kind == CA_UNIT)
-        return NULL;
-    CExpr *d = ad_def_of(a);
-    if (d && d->kind == CE_PRIM) {
-        if (d->u.prim.op == P_ZEROS_LIKE || d->u.prim.op == P_ZEROS)
-            return NULL;
-        if ((d->u.prim.op == P_TUPLE || d->u.prim.op == P_RECORD) && d->nargs > 0) {
-            for (int i = 0; i < d->nargs; i++)
-                if (nz(d->args[i]))
-                    return a;
-            return NULL;
-        }
-    }
-    return a;
-}
-
-static Type *bcast_type(Type *a, Type *b)
-{
-    a = rs(a);
-    b = rs(b);
-    if (a->kind == TY_ARRAY && b->kind == TY_ARRAY)
-        return b->rank > a->rank ? b : a;
-    if (a->kind == TY_ARRAY)
-        return a;
-    if (b->kind == TY_ARRAY)
-        return b;
-    return a;
-}
-
-CAtom *ad_add(AdFwd *F, CAtom *a, CAtom *b)
-{
-    if (!a)
-        return b;
-    if (!b)
-        return a;
-    if (is_flit(a) && is_flit(b))
-        return ad_lit(a->u.fval + b->u.fval, a->type);
-    return emit2(F, "t", P_ADD, bcast_type(core_atom_type(a), core_atom_type(b)), a, b);
-}
-
-CAtom *ad_neg(AdFwd *F, CAtom *a)
-{
-    if (!a)
-        return NULL;
-    if (is_flit(a))
-        return ad_lit(-a->u.fval, a->type);
-    return emit1(F, "t", P_NEG, core_atom_type(a), a, 0);
-}
-
-CAtom *ad_sub(AdFwd *F, CAtom *a, CAtom *b)
-{
-    if (!b)
-        return a;
-    if (!a)
-        return ad_neg(F, b);
-    if (is_flit(a) && is_flit(b))
-        return ad_lit(a->u.fval - b->u.fval, a->type);
-    return emit2(F, "t", P_SUB, bcast_type(core_atom_type(a), core_atom_type(b)), a, b);
-}
-
-CAtom *ad_mul(AdFwd *F, CAtom *a, CAtom *b)
-{
-    if (!a || !b || is_val(a, 0) || is_val(b, 0))
-        return NULL;
-    if (is_flit(a) && is_flit(b))
-        return ad_lit(a->u.fval * b->u.fval, a->type);
-    Type *t = bcast_type(core_atom_type(a), core_atom_type(b));
-    if (is_val(a, 1) && core_type_equal(core_atom_type(b), t))
-        return b;
-    if (is_val(b, 1) && core_type_equal(core_atom_type(a), t))
-        return a;
-    if (is_val(a, -1) && core_type_equal(core_atom_type(b), t))
-        return ad_neg(F, b);
-    if (is_val(b, -1) && core_type_equal(core_atom_type(a), t))
-        return ad_neg(F, a);
-    return emit2(F, "t", P_MUL, t, a, b);
-}
-
-CAtom *ad_div(AdFwd *F, CAtom *a, CAtom *b)
-{
-    if (!a || is_val(a, 0))
-        return NULL;
-    if (!b)
-        b = ad_lit(0, core_atom_type(a));
-    if (is_flit(a) && is_flit(b) && b->u.fval != 0)
-        return ad_lit(a->u.fval / b->u.fval, a->type);
-    Type *t = bcast_type(core_atom_type(a), core_atom_type(b));
-    if (is_val(b, 1) && core_type_equal(core_atom_type(a), t))
-        return a;
-    return emit2(F, "t", P_DIV, t, a, b);
-}
-
-CAtom *ad_un(AdFwd *F, Prim op, CAtom *a)
-{
-    return emit1(F, "t", op, core_atom_type(a), a, 0);
-}
-
-CAtom *ad_bin(AdFwd *F, Prim op, CAtom *a, CAtom *b)
-{
-    return emit2(F, "t", op, bcast_type(core_atom_type(a), core_atom_type(b)), a, b);
-}
-
-CAtom *ad_cmp(AdFwd *F, Prim op, CAtom *a, CAtom *b)
-{
-    if (is_flit(a) && is_flit(b)) {
-        double x = a->u.fval, y = b->u.fval;
-        switch (op) {
-        case P_EQ: return core_atom_bool(x == y);
-        case P_NE: return core_atom_bool(x != y);
-        case P_LT: return core_atom_bool(x < y);
-        case P_LE: return core_atom_bool(x <= y);
-        case P_GT: return core_atom_bool(x > y);
-        case P_GE: return core_atom_bool(x >= y);
-        default: break;
-        }
-    }
-    Type *t = bcast_type(core_atom_type(a), core_atom_type(b));
-    Type *bt = rank_of(t) ? type_array(type_bool(), rank_of(t)) : type_bool();
-    return emit2(F, "c", op, bt, a, b);
-}
-
-CAtom *ad_select(AdFwd *F, CAtom *c, CAtom *a, CAtom *b)
-{
-    if (!a && !b)
-        return NULL;
-    if (c->kind == CA_BOOL)
-        return c->u.ival ? a : b;
-    Type *like = a ? core_atom_type(a) : core_atom_type(b);
-    if (!a)
-        a = ad_lit(0, like);
-    if (!b)
-        b = ad_lit(0, like);
-    Type *t = bcast_type(core_atom_type(a), core_atom_type(b));
-    int r = rank_of(core_atom_type(c));
-    if (r > rank_of(t))
-        t = type_array(elem_of(t), r);
-    CAtom *xs[3] = {c, a, b};
-    return ad_emit(F, "t", P_SELECT, t, xs, 3, 0);
-}
-
-/* s * a on any vector space (tuples and records componentwise). */
-CAtom *ad_scale(AdFwd *F, double s, CAtom *a)
-{
-    if (!a)
-        return NULL;
-    if (s == 1)
-        return a;
-    Type *t = rs(core_atom_type(a));
-    if (t->kind == TY_TUPLE || (t->kind == TY_NAMED && t->decl->kind == TD_RECORD)) {
-        bool tup = t->kind == TY_TUPLE;
-        int n = tup ? t->nargs : t->decl->nfields;
-        CAtom **c = NEWN(CAtom *, n > 0 ? n : 1);
-        for (int i = 0; i < n; i++) {
-            Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
-            CAtom *x = emit1(F, "c", tup ? P_PROJ : P_FIELD, ct, a, i);
-            c[i] = ad_tangent_trivial(ct) ? x : ad_scale(F, s, x);
-            if (!c[i])
-                c[i] = x;
-        }
-        return ad_emit(F, "s", tup ? P_TUPLE : P_RECORD, t, c, n, 0);
-    }
-    if (ad_tangent_trivial(t))
-        return a;
-    return ad_mul(F, ad_lit(s, t), a);
-}
-
-/* ================================================================ zeros */
-
-typedef struct ZeroHelper {
-    Type *t;
-    CFun *f;
-    struct ZeroHelper *next;
-} ZeroHelper;
-
-static ZeroHelper *zero_helpers;
-static CProgram *zero_prog;
-
-static bool has_variant(Type *t, Vec *seen)
-{
-    t = rs(t);
-    switch (t->kind) {
-    case TY_TUPLE:
-        for (int i = 0; i < t->nargs; i++)
-            if (has_variant(t->args[i], seen))
-                return true;
-        return false;
-    case TY_ARRAY:
-        return has_variant(t->elem, seen);
-    case TY_NAMED: {
-        if (t->decl->kind == TD_VARIANT)
-            return true;
-        for (int i = 0; i < seen->len; i++)
-            if (seen->data[i] == t->decl)
-                return false;
-        vec_push(seen, t->decl);
-        bool r = false;
-        for (int i = 0; i < t->decl->nfields && !r; i++)
-            r = has_variant(type_field_type(t, i), seen);
-        seen->len--;
-        return r;
-    }
-    default:
-        return false;
-    }
-}
-
-static CFun *zero_helper(AdFwd *F, Type *t);
-
-CAtom *ad_zero(AdFwd *F, Type *t, CAtom *x)
-{
-    t = rs(t);
-    Type *tt = tangent_of(t);
-    switch (t->kind) {
-    case TY_FLOAT: case TY_F32:
-        return ad_lit(0, t);
-    case TY_INT: case TY_BOOL: case TY_UNIT: case TY_STRING: case TY_KEY:
-        return core_atom_unit();
-    case TY_TUPLE: {
-        CAtom **c = NEWN(CAtom *, t->nargs > 0 ? t->nargs : 1);
-        for (int i = 0; i < t->nargs; i++) {
-            Type *ct = rs(t->args[i]);
-            CAtom *xi = (is_floatish(ct) || ad_tangent_trivial(ct)) && rs(ct)->kind != TY_NAMED
-                            ? x : emit1(F, "c", P_PROJ, ct, x, i);
-            c[i] = ad_zero(F, ct, xi);
-        }
-        return ad_emit(F, "z", P_TUPLE, tt, c, t->nargs, 0);
-    }
-    case TY_FUNC:
-        ad_error(F, F->loc, "internal error: ad: zero of a function type");
-        return core_atom_unit();
-    case TY_NAMED:
-        if (t->decl->kind == TD_VARIANT) {
-            CFun *h = zero_helper(F, t);
-            CExpr *e = core_expr(CE_CALL, tt, F->loc);
-            e->u.fun = h;
-            e->nargs = 1;
-            e->args = NEWN(CAtom *, 1);
-            e->args[0] = x;
-            return bind_expr(F, "z", e);
-        }
-        if (t->decl->kind == TD_RECORD) {
-            Vec seen = {0};
-            bool v = has_variant(t, &seen);
-            vec_free(&seen);
-            if (v) {
-                int n = t->decl->nfields;
-                CAtom **c = NEWN(CAtom *, n > 0 ? n : 1);
-                for (int i = 0; i < n; i++) {
-                    Type *ct = core_type_field(t, i);
-                    c[i] = ad_zero(F, ct, emit1(F, "c", P_FIELD, ct, x, i));
-                }
-                return ad_emit(F, "z", P_RECORD, tt, c, n, 0);
-            }
-        }
-        break;
-    case TY_ARRAY: {
-        Vec seen = {0};
-        bool v = has_variant(t, &seen);
-        vec_free(&seen);
-        if (v)
-            ad_error(F, F->loc, "cannot differentiate: the zero of an array of variants is not supported yet");
-        break;
-    }
-    default:
-        break;
-    }
-    return emit1(F, "z", P_ZEROS_LIKE, tt, x, 0);
-}
-
-CAtom *ad_materialise(AdFwd *F, CAtom *d, Type *t, CAtom *x)
-{
-    return d ? d : ad_zero(F, t, x);
-}
-
-/* zero_<D> (v : D) : T(D) = case v of C_i p => C_i (zero p): the zero
- * tangent of a variant value has the value's constructor. */
-static CFun *zero_helper(AdFwd *F, Type *t)
-{
-    if (zero_prog != F->prog) {
-        zero_helpers = NULL;
-        zero_prog = F->prog;
-    }
-    for (ZeroHelper *z = zero_helpers; z; z = z->next)
-        if (core_type_equal(z->t, t))
-            return z->f;
-    Type *tt = tangent_of(t);
-    CFun *f = core_fun_new(ad_fun_name(F->prog, arena_printf(dcc_arena, "zero_%s", t->decl->name)),
-                           "zero", F->loc);
-    ZeroHelper *z = NEW(ZeroHelper);
-    z->t = t;
-    z->f = f;
-    z->next = zero_helpers;
-    zero_helpers = z;
-    f->nparams = 1;
-    f->params = NEWN(CVar *, 1);
-    f->params[0] = core_var("v", t, F->loc);
-    f->ret = tt;
-    f->body = core_block_new();
-    core_program_add(F->prog, f);
-    int n = t->decl->ncons;
-    CExpr *c = core_expr(CE_CASE, tt, F->loc);
-    c->nargs = 1;
-    c->args = NEWN(CAtom *, 1);
-    c->args[0] = core_atom_var(f->params[0]);
-    c->u.case_.nalts = n;
-    c->u.case_.alts = NEWN(CAlt, n > 0 ? n : 1);
-    AdFwd G = {.prog = F->prog, .order = 1, .loc = F->loc, .ok = true};
-    for (int i = 0; i < n; i++) {
-        CAlt *a = &c->u.case_.alts[i];
-        a->con = i;
-        a->body = core_block_new();
-        G.blk = a->body;
-        Type *at = core_type_con_arg(t, i);
-        CAtom *arg = NULL;
-        if (at) {
-            a->payload = core_var("p", at, F->loc);
-            arg = ad_zero(&G, at, core_atom_var(a->payload));
-        }
-        a->body->result = ad_emit(&G, "z", P_CON, tt, &arg, arg ? 1 : 0, i);
-    }
-    G.blk = f->body;
-    f->body->result = bind_expr(&G, "z", c);
-    if (!G.ok)
-        F->ok = false;
-    return f;
-}
-
-/* ================================================================ reps */
-
-static AdRep *rep_new(AdFwd *F)
-{
-    AdRep *r = NEW(AdRep);
-    r->c = NEWN(CAtom *, F->order + 1);
-    return r;
-}
-
-AdRep *ad_rep(AdFwd *F, CAtom *primal)
-{
-    AdRep *r = rep_new(F);
-    r->c[0] = primal;
-    return r;
-}
-
-static AdRep *rep_of(AdFwd *F, CAtom *a)
-{
-    if (a->kind == CA_VAR) {
-        AdRep *r = core_map_get(&F->env, a->u.var);
-        if (r)
-            return r;
-    }
-    return ad_rep(F, a); /* a literal or a variable from outside the region */
-}
-
-static bool rep_has_tangent(AdFwd *F, AdRep *r)
-{
-    if (r->dual)
-        return r->active;
-    for (int k = 1; k <= F->order; k++)
-        if (r->c[k])
-            return true;
-    return false;
-}
-
-/* Pack(t) of a representation (materialising zeros). */
-static CAtom *pack(AdFwd *F, AdRep *r, Type *t, Loc loc)
-{
-    t = rs(t);
-    switch (tkind(t)) {
-    case TK_FUNC:
-        if (r->dual)
-            return r->dual;
-        ad_error(F, loc, "cannot differentiate through this function value: it comes from outside the "
-                         "differentiated function (apply it to a value that does not depend on the input, "
-                         "or define it inside)");
-        return core_atom_unit();
-    case TK_NONE:
-        if (!r->c[0]) {
-            ad_error(F, loc, "cannot differentiate: a closure that depends on the differentiated input is "
-                             "stored in a data structure");
-            return core_atom_unit();
-        }
-        return r->c[0];
-    case TK_DIFF: {
-        int K = F->order;
-        CAtom **c = NEWN(CAtom *, K + 1);
-        c[0] = r->c[0];
-        for (int k = 1; k <= K; k++)
-            c[k] = ad_materialise(F, r->c[k], t, r->c[0]);
-        return ad_emit(F, "pk", P_TUPLE, pack_type(t, K), c, K + 1, 0);
-    }
-    }
-    return r->c[0];
-}
-
-static AdRep *unpack(AdFwd *F, CAtom *a, Type *t)
-{
-    t = rs(t);
-    AdRep *r = rep_new(F);
-    switch (tkind(t)) {
-    case TK_FUNC:
-        r->dual = a;
-        r->active = true;
-        return r;
-    case TK_NONE:
-        r->c[0] = a;
-        return r;
-    case TK_DIFF: {
-        CExpr *d = ad_def_of(a);
-        bool known = d && d->kind == CE_PRIM && d->u.prim.op == P_TUPLE && d->nargs == F->order + 1;
-        for (int k = 0; k <= F->order; k++) {
-            CAtom *x = known ? d->args[k] : emit1(F, k ? "dx" : "x", P_PROJ, k ? tangent_of(t) : t, a, k);
-            r->c[k] = k ? nz(x) : x;
-        }
-        return r;
-    }
-    }
-    return r;
-}
 
 /* ================================================================ free variables */
 
@@ -752,7 +109,7 @@ static bool lambda_active(AdFwd *F, CLambda *l)
     bool act = false;
     for (int i = 0; i < out.len && !act; i++) {
         AdRep *r = core_map_get(&F->env, out.data[i]);
-        if (r && rep_has_tangent(F, r))
+        if (r && ad_rep_has_tangent(F, r))
             act = true;
     }
     core_map_free(&bound);
@@ -781,23 +138,23 @@ static AdRep *fwd_prim(AdFwd *F, CVar *xv, CExpr *e)
     CAtom **x = NEWN(CAtom *, n > 0 ? n : 1);
     bool any = false;
     for (int i = 0; i < n; i++) {
-        ar[i] = rep_of(F, e->args[i]);
+        ar[i] = ad_rep_of(F, e->args[i]);
         x[i] = ar[i]->c[0];
-        if (tkind(core_atom_type(e->args[i])) == TK_FUNC) {
+        if (ad_tkind(core_atom_type(e->args[i])) == TK_FUNC) {
             if (!x[i] || ar[i]->active) {
                 ad_error(F, e->loc, "cannot differentiate: a closure that depends on the differentiated "
                                     "input is stored in a data structure");
                 x[i] = e->args[i];
             }
-        } else if (rep_has_tangent(F, ar[i])) {
+        } else if (ad_rep_has_tangent(F, ar[i])) {
             any = true;
         }
     }
     CExpr *pe = core_prim(op, e->type, e->loc, x, n, e->u.prim.imm);
-    CAtom *y = bind_expr(F, xv->name, pe);
+    CAtom *y = ad_bind_expr(F, xv->name, pe);
     AdRep *res = ad_rep(F, y);
     unsigned fl = core_prims[op].flags;
-    if (!any || (fl & (PRIM_NONDIFF | PRIM_EFFECT)) || tkind(e->type) != TK_DIFF)
+    if (!any || (fl & (PRIM_NONDIFF | PRIM_EFFECT)) || ad_tkind(e->type) != TK_DIFF)
         return res;
     if (F->order == 1) {
         AdJvpRule rule = (AdJvpRule)core_prims[op].jvp_rule;
@@ -811,8 +168,8 @@ static AdRep *fwd_prim(AdFwd *F, CVar *xv, CExpr *e)
         CAtom *d = rule(F, pe, x, dx, y);
         /* an elementwise tangent of lower rank than the value broadcasts */
         if (d && (fl & PRIM_ELEMENTWISE) && rank_of_atom(d) < rank_of_atom(y))
-            d = emit2(F, "t", P_ADD, tangent_of(e->type),
-                      emit1(F, "z", P_ZEROS_LIKE, tangent_of(e->type), y, 0), d);
+            d = ad_emit2(F, "t", P_ADD, tangent_of(e->type),
+                      ad_emit1(F, "z", P_ZEROS_LIKE, tangent_of(e->type), y, 0), d);
         res->c[1] = d;
         return res;
     }
@@ -832,6 +189,13 @@ typedef struct FunMemo {
 
 static FunMemo *fun_memo;
 static CProgram *fun_memo_prog;
+
+void ad_forward_reset(void)
+{
+    ad_zero_reset();
+    fun_memo = NULL;
+    fun_memo_prog = NULL;
+}
 
 /* f_fwd: f's transform for order K with the parameters in `mask` active
  * (a differentiable one receives its K tangents after it, a function one
@@ -865,11 +229,11 @@ static CFun *fwd_fun(AdFwd *F, CFun *f, int K, uint64_t mask)
         CVar *p = f->params[i];
         Type *t = rs(p->type);
         bool on = i < 64 && (mask >> i & 1);
-        AdRep *r = rep_new(&G);
-        switch (tkind(t)) {
+        AdRep *r = ad_rep_new(&G);
+        switch (ad_tkind(t)) {
         case TK_FUNC:
             if (on) {
-                CVar *d = core_var(p->name, pack_type(t, K), p->loc);
+                CVar *d = core_var(p->name, ad_pack_type(t, K), p->loc);
                 vec_push(&ps, d);
                 r->dual = core_atom_var(d);
                 r->active = true;
@@ -891,7 +255,7 @@ static CFun *fwd_fun(AdFwd *F, CFun *f, int K, uint64_t mask)
             r->c[0] = core_atom_var(v);
             if (on)
                 for (int k = 1; k <= K; k++) {
-                    CVar *d = core_var(dname(p->name), tangent_of(t), p->loc);
+                    CVar *d = core_var(ad_dname(p->name), tangent_of(t), p->loc);
                     vec_push(&ps, d);
                     r->c[k] = core_atom_var(d);
                 }
@@ -905,12 +269,12 @@ static CFun *fwd_fun(AdFwd *F, CFun *f, int K, uint64_t mask)
     for (int i = 0; i < ps.len; i++)
         g->params[i] = ps.data[i];
     vec_free(&ps);
-    g->ret = pack_type(f->ret, K);
+    g->ret = ad_pack_type(f->ret, K);
     g->body = core_block_new();
     core_program_add(F->prog, g);
     AdRep *r = fwd_block(&G, f->body, g->body);
     G.blk = g->body;
-    g->body->result = pack(&G, r, f->ret, f->loc);
+    g->body->result = ad_pack(&G, r, f->ret, f->loc);
     core_map_free(&G.env);
     if (!G.ok)
         F->ok = false;
@@ -925,7 +289,7 @@ static CAtom *emit_call(AdFwd *F, const char *name, CFun *f, Type *t, CAtom **ar
     e->args = NEWN(CAtom *, n > 0 ? n : 1);
     for (int i = 0; i < n; i++)
         e->args[i] = args[i];
-    return bind_expr(F, name, e);
+    return ad_bind_expr(F, name, e);
 }
 
 /* The argument of a rule: the parameters' values, a tuple when several. */
@@ -967,19 +331,19 @@ static CAtom *inner(AdFwd *F, CAtom *u, CAtom *v, Type *et)
         CAtom *s = NULL;
         for (int i = 0; i < n; i++) {
             Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
-            s = ad_add(F, s, inner(F, emit1(F, "u", tup ? P_PROJ : P_FIELD, ct, u, i),
-                                   emit1(F, "v", tup ? P_PROJ : P_FIELD, ct, v, i), et));
+            s = ad_add(F, s, inner(F, ad_emit1(F, "u", tup ? P_PROJ : P_FIELD, ct, u, i),
+                                   ad_emit1(F, "v", tup ? P_PROJ : P_FIELD, ct, v, i), et));
         }
         return s;
     }
     if (t->kind == TY_ARRAY && is_floatish(t->elem)) {
         CAtom *p = ad_mul(F, u, v);
-        CAtom *s = emit1(F, "s", P_SUM, rs(t->elem), ad_flatten(F, p, NULL), 0);
-        return rs(t->elem)->kind == rs(et)->kind ? s : emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, s, 0);
+        CAtom *s = ad_emit1(F, "s", P_SUM, rs(t->elem), ad_flatten(F, p, NULL), 0);
+        return rs(t->elem)->kind == rs(et)->kind ? s : ad_emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, s, 0);
     }
     if (is_floatish(t)) {
         CAtom *p = ad_mul(F, u, v);
-        return t->kind == rs(et)->kind ? p : emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, p, 0);
+        return t->kind == rs(et)->kind ? p : ad_emit1(F, "s", rs(et)->kind == TY_F32 ? P_TO_F32 : P_TO_FLOAT, et, p, 0);
     }
     ad_error(F, F->loc, "forward mode through a vjp rule on %s is not supported", type_to_string(t));
     return NULL;
@@ -993,7 +357,7 @@ static AdRep *fwd_vjp_rule(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
     CFun *f = e->u.fun;
     int n = e->nargs;
     for (int i = 0; i < n; i++)
-        if (tkind(core_atom_type(e->args[i])) == TK_FUNC)
+        if (ad_tkind(core_atom_type(e->args[i])) == TK_FUNC)
             return NULL;
     if (!ad_prepare_fun(f->vjp_rule))
         F->ok = false;
@@ -1014,15 +378,15 @@ static AdRep *fwd_vjp_rule(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
     CFun *rule = f->vjp_rule;
     CAtom *r = emit_call(F, "r", rule, rule->ret, &a, 1);
     Type *pbt = rs(rule->ret)->args[1];
-    CAtom *pb = emit1(F, "pb", P_PROJ, pbt, r, 1);
+    CAtom *pb = ad_emit1(F, "pb", P_PROJ, pbt, r, 1);
     CExpr *ap = core_expr(CE_APPLY, rs(pbt)->args[1], F->loc);
     ap->nargs = 2;
     ap->args = NEWN(CAtom *, 2);
     ap->args[0] = pb;
     ap->args[1] = ad_lit(1, e->type);
-    CAtom *g = bind_expr(F, "g", ap);
-    AdRep *res = rep_new(F);
-    res->c[0] = emit1(F, xv->name, P_PROJ, e->type, r, 0);
+    CAtom *g = ad_bind_expr(F, "g", ap);
+    AdRep *res = ad_rep_new(F);
+    res->c[0] = ad_emit1(F, xv->name, P_PROJ, e->type, r, 0);
     res->c[1] = inner(F, g, da, e->type);
     return res;
 }
@@ -1035,8 +399,8 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
     bool active = false, primal_ok = true;
     uint64_t mask = 0;
     for (int i = 0; i < n; i++) {
-        ar[i] = rep_of(F, e->args[i]);
-        TKind k = tkind(core_atom_type(e->args[i]));
+        ar[i] = ad_rep_of(F, e->args[i]);
+        TKind k = ad_tkind(core_atom_type(e->args[i]));
         if (k == TK_FUNC) {
             ensure_dual(F, ar[i], e->args[i]);
             if (ar[i]->active)
@@ -1045,7 +409,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
                 primal_ok = false;
             if (ar[i]->dual && i < 64)
                 mask |= (uint64_t)1 << i;
-        } else if (k == TK_DIFF && rep_has_tangent(F, ar[i])) {
+        } else if (k == TK_DIFF && ad_rep_has_tangent(F, ar[i])) {
             active = true;
             if (i >= 64) {
                 ad_error(F, e->loc, "cannot differentiate a call with more than 64 arguments");
@@ -1063,7 +427,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
     }
     if (f->jvp_rule) {
         for (int i = 0; i < n; i++)
-            if (tkind(core_atom_type(e->args[i])) == TK_FUNC || tkind(e->type) == TK_FUNC) {
+            if (ad_tkind(core_atom_type(e->args[i])) == TK_FUNC || ad_tkind(e->type) == TK_FUNC) {
                 ad_error(F, e->loc, "the jvp rule of '%s' cannot be used with function arguments or results",
                          f->src_name);
                 return ad_rep(F, e->args[0]);
@@ -1071,7 +435,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
         if (!ad_prepare_fun(f->jvp_rule))
             F->ok = false;
         if (F->order > 1) {
-            AdRep *r = rep_new(F);
+            AdRep *r = ad_rep_new(F);
             env_put(F, xv, r); /* filled below */
             fwd_rule_taylor(F, xv, e, ar);
             return core_map_get(&F->env, xv);
@@ -1091,9 +455,9 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
             da = ad_emit(F, "dx", P_TUPLE, tangent_of(at), ds, n, 0);
         }
         CAtom *r = call_rule(F, f->jvp_rule, a, da, at);
-        AdRep *res = rep_new(F);
-        res->c[0] = emit1(F, xv->name, P_PROJ, e->type, r, 0);
-        res->c[1] = nz(emit1(F, dname(xv->name), P_PROJ, tangent_of(e->type), r, 1));
+        AdRep *res = ad_rep_new(F);
+        res->c[0] = ad_emit1(F, xv->name, P_PROJ, e->type, r, 0);
+        res->c[1] = ad_nz(ad_emit1(F, ad_dname(xv->name), P_PROJ, tangent_of(e->type), r, 1));
         return res;
     }
     if (f->vjp_rule && F->order == 1 && is_floatish(e->type)) {
@@ -1107,7 +471,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
     Vec args = {0};
     for (int i = 0; i < n; i++) {
         bool on = mask >> i & 1;
-        TKind k = tkind(core_atom_type(e->args[i]));
+        TKind k = ad_tkind(core_atom_type(e->args[i]));
         if (k == TK_FUNC) {
             vec_push(&args, on ? ar[i]->dual : ar[i]->c[0]);
         } else {
@@ -1119,7 +483,7 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
     }
     CAtom *r = emit_call(F, xv->name, g, g->ret, (CAtom **)args.data, args.len);
     vec_free(&args);
-    return unpack(F, r, e->type);
+    return ad_unpack(F, r, e->type);
 }
 
 /* Taylor mode through a `with jvp` rule: y' = rule(x, x').1, so
@@ -1136,7 +500,7 @@ static void fwd_rule_taylor(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
     for (int i = 0; i < n; i++) {
         Type *t = core_atom_type(e->args[i]);
         CVar *sx = core_var("x", t, e->loc), *sd = core_var("dx", tangent_of(t), e->loc);
-        AdRep *rx = rep_new(&G), *rd = rep_new(&G);
+        AdRep *rx = ad_rep_new(&G), *rd = ad_rep_new(&G);
         for (int j = 0; j <= K - 1; j++)
             rx->c[j] = ar[i]->c[j];
         G.blk = F->blk;
@@ -1187,11 +551,11 @@ static void fwd_rule_taylor(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
 
 /* ---------------------------------------------------------------- closures */
 
-static CAtom *bind_lambda(AdFwd *F, const char *name, CLambda *l, Type *t)
+CAtom *ad_bind_lambda(AdFwd *F, const char *name, CLambda *l, Type *t)
 {
     CExpr *e = core_expr(CE_LAMBDA, t, F->loc);
     e->u.lambda = l;
-    return bind_expr(F, name, e);
+    return ad_bind_expr(F, name, e);
 }
 
 /* fn (pp : Pack a) => Pack (D body) */
@@ -1199,17 +563,17 @@ static CAtom *dual_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
 {
     ft = rs(ft);
     Type *a = ft->args[0], *b = ft->args[1];
-    CVar *pp = core_var(l->params[0]->name, pack_type(a, F->order), l->loc);
+    CVar *pp = core_var(l->params[0]->name, ad_pack_type(a, F->order), l->loc);
     CBlock *body = core_block_new();
     CBlock *save = F->blk;
     F->blk = body;
-    env_put(F, l->params[0], unpack(F, core_atom_var(pp), a));
+    env_put(F, l->params[0], ad_unpack(F, core_atom_var(pp), a));
     AdRep *r = fwd_block(F, l->body, body);
     F->blk = body;
-    body->result = pack(F, r, b, l->loc);
+    body->result = ad_pack(F, r, b, l->loc);
     F->blk = save;
-    CLambda *nl = core_lambda(&pp, 1, body, pack_type(ft, F->order), l->loc);
-    return bind_lambda(F, name, nl, nl->type);
+    CLambda *nl = core_lambda(&pp, 1, body, ad_pack_type(ft, F->order), l->loc);
+    return ad_bind_lambda(F, name, nl, nl->type);
 }
 
 /* A function value from outside the region whose definition is a lambda
@@ -1223,7 +587,7 @@ static void ensure_dual(AdFwd *F, AdRep *r, CAtom *a)
     CExpr *d = ad_def_of(a);
     if (!d || d->kind != CE_LAMBDA || core_map_get(&F->env, a->u.var))
         return;
-    r->dual = dual_closure(F, d->u.lambda, d->type, dname(a->u.var->name));
+    r->dual = dual_closure(F, d->u.lambda, d->type, ad_dname(a->u.var->name));
 }
 
 /* The primal closure of a lambda that captures nothing active. */
@@ -1236,44 +600,44 @@ static CAtom *primal_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
     AdRep *r = fwd_block(F, l->body, body);
     F->blk = body;
     if (!r->c[0]) {
-        body->result = pack(F, r, rs(ft)->args[1], l->loc); /* reports the error */
+        body->result = ad_pack(F, r, rs(ft)->args[1], l->loc); /* reports the error */
     } else {
         body->result = r->c[0];
     }
     F->blk = save;
     CLambda *nl = core_lambda(&p, 1, body, ft, l->loc);
-    return bind_lambda(F, name, nl, ft);
+    return ad_bind_lambda(F, name, nl, ft);
 }
 
 static AdRep *fwd_closure(AdFwd *F, CVar *xv, CExpr *e)
 {
     CLambda *l = e->u.lambda;
-    AdRep *r = rep_new(F);
+    AdRep *r = ad_rep_new(F);
     r->active = lambda_active(F, l);
     if (!r->active)
         r->c[0] = primal_closure(F, l, e->type, xv->name);
-    r->dual = dual_closure(F, l, e->type, dname(xv->name));
+    r->dual = dual_closure(F, l, e->type, ad_dname(xv->name));
     return r;
 }
 
 static AdRep *fwd_apply(AdFwd *F, CVar *xv, CExpr *e)
 {
-    AdRep *c = rep_of(F, e->args[0]);
-    AdRep *a = rep_of(F, e->args[1]);
+    AdRep *c = ad_rep_of(F, e->args[0]);
+    AdRep *a = ad_rep_of(F, e->args[1]);
     Type *at = core_atom_type(e->args[1]);
-    if (!c->dual && rep_has_tangent(F, a))
+    if (!c->dual && ad_rep_has_tangent(F, a))
         ensure_dual(F, c, e->args[0]);
-    if (c->dual && (rep_has_tangent(F, a) || !c->c[0] || c->active || (tkind(at) == TK_FUNC && !a->c[0]))) {
-        CAtom *pa = pack(F, a, at, e->loc);
-        CExpr *ap = core_expr(CE_APPLY, pack_type(e->type, F->order), e->loc);
+    if (c->dual && (ad_rep_has_tangent(F, a) || !c->c[0] || c->active || (ad_tkind(at) == TK_FUNC && !a->c[0]))) {
+        CAtom *pa = ad_pack(F, a, at, e->loc);
+        CExpr *ap = core_expr(CE_APPLY, ad_pack_type(e->type, F->order), e->loc);
         ap->nargs = 2;
         ap->args = NEWN(CAtom *, 2);
         ap->args[0] = c->dual;
         ap->args[1] = pa;
-        CAtom *r = bind_expr(F, xv->name, ap);
-        return unpack(F, r, e->type);
+        CAtom *r = ad_bind_expr(F, xv->name, ap);
+        return ad_unpack(F, r, e->type);
     }
-    if (rep_has_tangent(F, a)) {
+    if (ad_rep_has_tangent(F, a)) {
         ad_error(F, e->loc, "cannot differentiate through this function value: it comes from outside the "
                             "differentiated function and is applied to a value that depends on the input");
         return ad_rep(F, e->args[0]);
@@ -1288,7 +652,7 @@ static AdRep *fwd_apply(AdFwd *F, CVar *xv, CExpr *e)
     ap->args = NEWN(CAtom *, 2);
     ap->args[0] = c->c[0];
     ap->args[1] = a->c[0];
-    return ad_rep(F, bind_expr(F, xv->name, ap));
+    return ad_rep(F, ad_bind_expr(F, xv->name, ap));
 }
 
 /* ---------------------------------------------------------------- branches */
@@ -1307,7 +671,7 @@ typedef struct Join {
 static void join_plan(AdFwd *F, AdRep **r, int n, Type *t, Join *J, Loc loc)
 {
     memset(J, 0, sizeof *J);
-    J->kind = tkind(t);
+    J->kind = ad_tkind(t);
     J->type = t;
     J->base = t;
     if (J->kind == TK_FUNC) {
@@ -1318,7 +682,7 @@ static void join_plan(AdFwd *F, AdRep **r, int n, Type *t, Join *J, Loc loc)
         }
         if (nd == n) {
             J->dual = true;
-            J->type = pack_type(t, F->order);
+            J->type = ad_pack_type(t, F->order);
         } else if (nd > 0) {
             ad_error(F, loc, "cannot differentiate through this function value: the branches mix a function "
                              "from outside the differentiated function with one defined inside");
@@ -1350,7 +714,7 @@ static CAtom *join_result(AdFwd *F, AdRep *r, Join *J, CBlock *b, Loc loc)
     if (J->kind == TK_FUNC) {
         res = J->dual ? r->dual : r->c[0];
         if (!res)
-            res = pack(F, r, J->base, loc);
+            res = ad_pack(F, r, J->base, loc);
     } else if (J->kind == TK_DIFF && J->ncarry) {
         CAtom **c = NEWN(CAtom *, F->order + 1);
         c[0] = r->c[0];
@@ -1362,7 +726,7 @@ static CAtom *join_result(AdFwd *F, AdRep *r, Join *J, CBlock *b, Loc loc)
     } else {
         res = r->c[0];
         if (!res)
-            res = pack(F, r, J->base, loc);
+            res = ad_pack(F, r, J->base, loc);
     }
     F->blk = save;
     return res;
@@ -1370,7 +734,7 @@ static CAtom *join_result(AdFwd *F, AdRep *r, Join *J, CBlock *b, Loc loc)
 
 static AdRep *join_unpack(AdFwd *F, CAtom *v, Join *J)
 {
-    AdRep *r = rep_new(F);
+    AdRep *r = ad_rep_new(F);
     if (J->kind == TK_FUNC) {
         if (J->dual) {
             r->dual = v;
@@ -1382,11 +746,11 @@ static AdRep *join_unpack(AdFwd *F, CAtom *v, Join *J)
     }
     if (J->kind == TK_DIFF && J->ncarry) {
         Type *t = rs(J->type)->args[0];
-        r->c[0] = emit1(F, "x", P_PROJ, t, v, 0);
+        r->c[0] = ad_emit1(F, "x", P_PROJ, t, v, 0);
         int m = 1;
         for (int k = 1; k <= F->order && k < 64; k++)
             if (J->carry[k]) {
-                r->c[k] = emit1(F, "dx", P_PROJ, tangent_of(t), v, m);
+                r->c[k] = ad_emit1(F, "dx", P_PROJ, tangent_of(t), v, m);
                 m++;
             }
         return r;
@@ -1397,7 +761,7 @@ static AdRep *join_unpack(AdFwd *F, CAtom *v, Join *J)
 
 static AdRep *fwd_if(AdFwd *F, CVar *xv, CExpr *e)
 {
-    CAtom *c = rep_of(F, e->args[0])->c[0];
+    CAtom *c = ad_rep_of(F, e->args[0])->c[0];
     CBlock *tb = core_block_new(), *eb = core_block_new();
     AdRep *r[2];
     r[0] = fwd_block(F, e->u.if_.then_, tb);
@@ -1412,12 +776,12 @@ static AdRep *fwd_if(AdFwd *F, CVar *xv, CExpr *e)
     ne->args[0] = c;
     ne->u.if_.then_ = tb;
     ne->u.if_.else_ = eb;
-    return join_unpack(F, bind_expr(F, xv->name, ne), &J);
+    return join_unpack(F, ad_bind_expr(F, xv->name, ne), &J);
 }
 
 static AdRep *fwd_case(AdFwd *F, CVar *xv, CExpr *e)
 {
-    AdRep *s = rep_of(F, e->args[0]);
+    AdRep *s = ad_rep_of(F, e->args[0]);
     Type *st = core_atom_type(e->args[0]);
     int n = e->u.case_.nalts;
     CAlt *alts = NEWN(CAlt, n > 0 ? n : 1);
@@ -1432,11 +796,11 @@ static AdRep *fwd_case(AdFwd *F, CVar *xv, CExpr *e)
             CVar *p = core_var(a->payload->name, a->payload->type, a->payload->loc);
             alts[i].payload = p;
             AdRep *pr = ad_rep(F, core_atom_var(p));
-            if (tkind(p->type) == TK_DIFF)
+            if (ad_tkind(p->type) == TK_DIFF)
                 for (int k = 1; k <= F->order; k++)
                     if (s->c[k])
-                        pr->c[k] = emit1(F, dname(p->name), P_PAYLOAD, tangent_of(p->type), s->c[k], a->con);
-            if (tkind(p->type) == TK_FUNC && s->c[0] == NULL)
+                        pr->c[k] = ad_emit1(F, ad_dname(p->name), P_PAYLOAD, tangent_of(p->type), s->c[k], a->con);
+            if (ad_tkind(p->type) == TK_FUNC && s->c[0] == NULL)
                 ad_error(F, e->loc, "cannot differentiate: a closure stored in a data structure");
             env_put(F, a->payload, pr);
         }
@@ -1454,7 +818,7 @@ static AdRep *fwd_case(AdFwd *F, CVar *xv, CExpr *e)
     ne->args[0] = s->c[0];
     ne->u.case_.alts = alts;
     ne->u.case_.nalts = n;
-    return join_unpack(F, bind_expr(F, xv->name, ne), &J);
+    return join_unpack(F, ad_bind_expr(F, xv->name, ne), &J);
 }
 
 /* ---------------------------------------------------------------- loops */
@@ -1464,16 +828,16 @@ static AdRep *fwd_case(AdFwd *F, CVar *xv, CExpr *e)
  * iteration makes it non-zero, to a fixed point). */
 static AdRep *loop_state_rep(AdFwd *F, CAtom *s, Type *t, bool *carry, int ncarry)
 {
-    AdRep *r = rep_new(F);
+    AdRep *r = ad_rep_new(F);
     if (!ncarry) {
         r->c[0] = s;
         return r;
     }
-    r->c[0] = emit1(F, "s", P_PROJ, t, s, 0);
+    r->c[0] = ad_emit1(F, "s", P_PROJ, t, s, 0);
     int m = 1;
     for (int k = 1; k <= F->order; k++)
         if (carry[k])
-            r->c[k] = emit1(F, "ds", P_PROJ, tangent_of(t), s, m++);
+            r->c[k] = ad_emit1(F, "ds", P_PROJ, tangent_of(t), s, m++);
     return r;
 }
 
@@ -1505,12 +869,12 @@ static Type *loop_type(AdFwd *F, Type *t, bool *carry, int *ncarry)
 static AdRep *fwd_loop(AdFwd *F, CVar *xv, CExpr *e)
 {
     Type *t = rs(e->u.loop.state->type);
-    TKind tk = tkind(t);
+    TKind tk = ad_tkind(t);
     if (tk == TK_FUNC) {
         ad_error(F, e->loc, "cannot differentiate a loop whose state is a function");
         return ad_rep(F, e->args[0]);
     }
-    AdRep *init = rep_of(F, e->args[0]);
+    AdRep *init = ad_rep_of(F, e->args[0]);
     int K = F->order;
     bool *carry = NEWN(bool, K + 1);
     int ncarry = 0;
@@ -1567,14 +931,14 @@ static AdRep *fwd_loop(AdFwd *F, CVar *xv, CExpr *e)
     ne->args = NEWN(CAtom *, e->nargs);
     ne->args[0] = init_a;
     if (e->nargs > 1)
-        ne->args[1] = rep_of(F, e->args[1])->c[0];
+        ne->args[1] = ad_rep_of(F, e->args[1])->c[0];
     ne->u.loop.state = s;
     ne->u.loop.kind = e->u.loop.kind;
     ne->u.loop.ivar = iv;
     ne->u.loop.cond = cond;
     ne->u.loop.body = body;
     ne->u.loop.checkpoint = e->u.loop.checkpoint;
-    CAtom *v = bind_expr(F, xv->name, ne);
+    CAtom *v = ad_bind_expr(F, xv->name, ne);
     return loop_state_rep(F, v, t, carry, ncarry);
 }
 
@@ -1624,7 +988,7 @@ static bool block_has_effect(CBlock *b)
     return false;
 }
 
-static CAtom *emit_soac(AdFwd *F, const char *name, SoacKind k, Type *t, CLambda *l, CAtom **args, int n)
+CAtom *ad_emit_soac(AdFwd *F, const char *name, SoacKind k, Type *t, CLambda *l, CAtom **args, int n)
 {
     CExpr *e = core_expr(CE_SOAC, t, F->loc);
     e->u.soac.kind = k;
@@ -1633,7 +997,7 @@ static CAtom *emit_soac(AdFwd *F, const char *name, SoacKind k, Type *t, CLambda
     e->args = NEWN(CAtom *, n > 0 ? n : 1);
     for (int i = 0; i < n; i++)
         e->args[i] = args[i];
-    return bind_expr(F, name, e);
+    return ad_bind_expr(F, name, e);
 }
 
 /* A lambda with the given parameter reps, transformed; *r its result. */
@@ -1662,7 +1026,7 @@ static CLambda *primal_lambda(AdFwd *F, CLambda *l)
     CBlock *body = lambda_body(F, l, pr, &r);
     CBlock *save = F->blk;
     F->blk = body;
-    body->result = r->c[0] ? r->c[0] : pack(F, r, core_atom_type(l->body->result), l->loc);
+    body->result = r->c[0] ? r->c[0] : ad_pack(F, r, core_atom_type(l->body->result), l->loc);
     F->blk = save;
     return core_lambda(ps, l->nparams, body, l->type, l->loc);
 }
@@ -1673,7 +1037,7 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
     CLambda *l = e->u.soac.fn;
     AdRep **ar = NEWN(AdRep *, n);
     for (int i = 0; i < n; i++)
-        ar[i] = rep_of(F, e->args[i]);
+        ar[i] = ad_rep_of(F, e->args[i]);
     Type *rt = rs(e->type);
     Type *bt = row_type(rt); /* the lambda's result type */
     /* the tangent lambda: primal rows, then the rows of each tangent */
@@ -1687,11 +1051,11 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
         pr[i] = ad_rep(F, core_atom_var(p));
     }
     for (int i = 0; i < n; i++) {
-        if (tkind(l->params[i]->type) != TK_DIFF)
+        if (ad_tkind(l->params[i]->type) != TK_DIFF)
             continue;
         for (int k = 1; k <= K; k++)
             if (ar[i]->c[k]) {
-                CVar *d = core_var(dname(l->params[i]->name), tangent_of(l->params[i]->type), l->loc);
+                CVar *d = core_var(ad_dname(l->params[i]->name), tangent_of(l->params[i]->type), l->loc);
                 vec_push(&ps, d);
                 vec_push(&as, ar[i]->c[k]);
                 pr[i]->c[k] = core_atom_var(d);
@@ -1702,17 +1066,17 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
     CBlock *tb = lambda_body(F, l, pr, &r);
     int m = 0;
     int slot[64];
-    if (tkind(bt) == TK_DIFF)
+    if (ad_tkind(bt) == TK_DIFF)
         for (int k = 1; k <= K && m < 64; k++)
             if (r->c[k])
                 slot[m++] = k;
-    AdRep *res = rep_new(F);
+    AdRep *res = ad_rep_new(F);
     if (m == 0 && !effects) {
         CLambda *pl = primal_lambda(F, l);
         CAtom **pa = NEWN(CAtom *, n);
         for (int i = 0; i < n; i++)
             pa[i] = ar[i]->c[0];
-        res->c[0] = emit_soac(F, xv->name, SOAC_MAP, e->type, pl, pa, n);
+        res->c[0] = ad_emit_soac(F, xv->name, SOAC_MAP, e->type, pl, pa, n);
         vec_free(&ps);
         vec_free(&as);
         return res;
@@ -1728,7 +1092,7 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
     int j = 0;
     if (with_primal) {
         ots[j] = bt;
-        oas[j++] = r->c[0] ? r->c[0] : pack(F, r, bt, e->loc);
+        oas[j++] = r->c[0] ? r->c[0] : ad_pack(F, r, bt, e->loc);
     }
     for (int i = 0; i < m; i++) {
         ots[j] = tangent_of(bt);
@@ -1740,7 +1104,7 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
     CAtom *tm;
     if (as.len <= 8) {
         CLambda *tl = core_lambda((CVar **)ps.data, ps.len, tb, lambda_type((CVar **)ps.data, ps.len, ot), l->loc);
-        tm = emit_soac(F, dname(xv->name), SOAC_MAP, type_array(ot, 1), tl, (CAtom **)as.data, as.len);
+        tm = ad_emit_soac(F, ad_dname(xv->name), SOAC_MAP, type_array(ot, 1), tl, (CAtom **)as.data, as.len);
     } else {
         /* more arrays than a map takes: map over the indices, the
          * arrays indexed inside */
@@ -1750,15 +1114,15 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
         for (int i = 0; i < ps.len; i++) {
             CAtom *xs[2] = {as.data[i], ia};
             CVar *p = ps.data[i];
-            push_bind(ib, p, core_prim(P_INDEX, p->type, l->loc, xs, 2, 0));
+            ad_push_bind(ib, p, core_prim(P_INDEX, p->type, l->loc, xs, 2, 0));
         }
         for (int i = 0; i < tb->nbinds; i++)
-            push_bind(ib, tb->binds[i].var, tb->binds[i].e);
+            ad_push_bind(ib, tb->binds[i].var, tb->binds[i].e);
         ib->result = tb->result;
-        CAtom *len = emit1(F, "n", P_LENGTH, type_int(), ar[0]->c[0], 0);
-        CAtom *idx = emit1(F, "is", P_IOTA, type_array(type_int(), 1), len, 0);
+        CAtom *len = ad_emit1(F, "n", P_LENGTH, type_int(), ar[0]->c[0], 0);
+        CAtom *idx = ad_emit1(F, "is", P_IOTA, type_array(type_int(), 1), len, 0);
         CLambda *tl = core_lambda(&iv, 1, ib, type_func(type_int(), ot), l->loc);
-        tm = emit_soac(F, dname(xv->name), SOAC_MAP, type_array(ot, 1), tl, &idx, 1);
+        tm = ad_emit_soac(F, ad_dname(xv->name), SOAC_MAP, type_array(ot, 1), tl, &idx, 1);
     }
     vec_free(&ps);
     vec_free(&as);
@@ -1772,7 +1136,7 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
             CAtom *oa = core_atom_var(o);
             pb->result = core_atom_var(core_bind(pb, "c", core_prim(P_PROJ, ots[jj], l->loc, &oa, 1, jj)));
             CLambda *pl = core_lambda(&o, 1, pb, type_func(ot, ots[jj]), l->loc);
-            CAtom *pa = emit_soac(F, jj == 0 && with_primal ? xv->name : dname(xv->name), SOAC_MAP,
+            CAtom *pa = ad_emit_soac(F, jj == 0 && with_primal ? xv->name : ad_dname(xv->name), SOAC_MAP,
                                   type_array(ots[jj], 1), pl, &tm, 1);
             if (with_primal && jj == 0)
                 res->c[0] = pa;
@@ -1785,7 +1149,7 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
         CAtom **pa = NEWN(CAtom *, n);
         for (int i = 0; i < n; i++)
             pa[i] = ar[i]->c[0];
-        res->c[0] = emit_soac(F, xv->name, SOAC_MAP, e->type, pl, pa, n);
+        res->c[0] = ad_emit_soac(F, xv->name, SOAC_MAP, e->type, pl, pa, n);
     }
     return res;
 }
@@ -1855,7 +1219,7 @@ static AdRep *fwd_fold_loop(AdFwd *F, CVar *xv, CExpr *e)
     CAtom *to[2] = {acc, xa};
     CBlock *fb = core_copy_block(l->body, l->params, to, 2);
     for (int i = 0; i < fb->nbinds; i++)
-        push_bind(body, fb->binds[i].var, fb->binds[i].e);
+        ad_push_bind(body, fb->binds[i].var, fb->binds[i].e);
     CAtom *nacc = fb->result;
     if (scan) {
         CAtom *us[3] = {outa, nacc, core_atom_var(iv)};
@@ -1884,12 +1248,12 @@ static AdRep *fwd_fold_loop(AdFwd *F, CVar *xv, CExpr *e)
 static AdRep *fwd_filter(AdFwd *F, CVar *xv, CExpr *e)
 {
     CLambda *l = e->u.soac.fn;
-    AdRep *a = rep_of(F, e->args[0]);
+    AdRep *a = ad_rep_of(F, e->args[0]);
     CLambda *pl = primal_lambda(F, l);
-    AdRep *res = ad_rep(F, emit_soac(F, xv->name, SOAC_FILTER, e->type, pl, &a->c[0], 1));
+    AdRep *res = ad_rep(F, ad_emit_soac(F, xv->name, SOAC_FILTER, e->type, pl, &a->c[0], 1));
     Type *et = l->params[0]->type;
     for (int k = 1; k <= F->order; k++) {
-        if (!a->c[k] || tkind(et) != TK_DIFF)
+        if (!a->c[k] || ad_tkind(et) != TK_DIFF)
             continue;
         /* filter the pairs (x, dx) on x: zip, filter, unzip */
         Type *pt = type_tuple2(et, tangent_of(et));
@@ -1901,13 +1265,13 @@ static AdRep *fwd_filter(AdFwd *F, CVar *xv, CExpr *e)
         CAtom *x0 = core_atom_var(core_bind(pb, "x", core_prim(P_PROJ, et, l->loc, &pa, 1, 0)));
         CBlock *cb = core_copy_block(pl->body, pl->params, &x0, 1);
         for (int i = 0; i < cb->nbinds; i++)
-            push_bind(pb, cb->binds[i].var, cb->binds[i].e);
+            ad_push_bind(pb, cb->binds[i].var, cb->binds[i].e);
         pb->result = cb->result;
         CLambda *fl = core_lambda(&p, 1, pb, type_func(pt, type_bool()), l->loc);
-        CAtom *fz = emit_soac(F, "fz", SOAC_FILTER, type_array(pt, 1), fl, &z, 1);
+        CAtom *fz = ad_emit_soac(F, "fz", SOAC_FILTER, type_array(pt, 1), fl, &z, 1);
         Type *ut = type_tuple2(e->type, tangent_of(e->type));
-        CAtom *u = emit1(F, "u", P_UNZIP, ut, fz, 0);
-        res->c[k] = emit1(F, dname(xv->name), P_PROJ, tangent_of(e->type), u, 1);
+        CAtom *u = ad_emit1(F, "u", P_UNZIP, ut, fz, 0);
+        res->c[k] = ad_emit1(F, ad_dname(xv->name), P_PROJ, tangent_of(e->type), u, 1);
     }
     return res;
 }
@@ -1920,26 +1284,26 @@ static AdRep *fwd_soac(AdFwd *F, CVar *xv, CExpr *e)
     if (e->u.soac.kind == SOAC_FILTER)
         return fwd_filter(F, xv, e);
     /* reduce, fold, scan: args init, array */
-    AdRep *ri = rep_of(F, e->args[0]), *ra = rep_of(F, e->args[1]);
-    bool active = rep_has_tangent(F, ri) || rep_has_tangent(F, ra) || lambda_active(F, l);
+    AdRep *ri = ad_rep_of(F, e->args[0]), *ra = ad_rep_of(F, e->args[1]);
+    bool active = ad_rep_has_tangent(F, ri) || ad_rep_has_tangent(F, ra) || lambda_active(F, l);
     if (!active) {
         CLambda *pl = primal_lambda(F, l);
         CAtom *xs[2] = {ri->c[0], ra->c[0]};
-        return ad_rep(F, emit_soac(F, xv->name, e->u.soac.kind, e->type, pl, xs, 2));
+        return ad_rep(F, ad_emit_soac(F, xv->name, e->u.soac.kind, e->type, pl, xs, 2));
     }
     if ((e->u.soac.kind == SOAC_REDUCE || e->u.soac.kind == SOAC_SCAN) && is_plus_lambda(l) &&
-        tkind(l->params[0]->type) == TK_DIFF) {
+        ad_tkind(l->params[0]->type) == TK_DIFF) {
         /* D(reduce (+) ne xs) = reduce (+) dne dxs; scan alike (linear) */
         CLambda *pl = primal_lambda(F, l);
         CAtom *xs[2] = {ri->c[0], ra->c[0]};
-        AdRep *res = ad_rep(F, emit_soac(F, xv->name, e->u.soac.kind, e->type, pl, xs, 2));
+        AdRep *res = ad_rep(F, ad_emit_soac(F, xv->name, e->u.soac.kind, e->type, pl, xs, 2));
         Type *acct = l->params[0]->type;
         for (int k = 1; k <= F->order; k++) {
             if (!ri->c[k] && !ra->c[k])
                 continue;
             CAtom *ys[2] = {ad_materialise(F, ri->c[k], acct, ri->c[0]),
                             ad_materialise(F, ra->c[k], core_atom_type(ra->c[0]), ra->c[0])};
-            res->c[k] = emit_soac(F, dname(xv->name), e->u.soac.kind, tangent_of(e->type),
+            res->c[k] = ad_emit_soac(F, ad_dname(xv->name), e->u.soac.kind, tangent_of(e->type),
                                   plus_lambda(tangent_of(acct), l->loc), ys, 2);
         }
         return res;
@@ -1953,7 +1317,7 @@ static void fwd_bind(AdFwd *F, CVar *x, CExpr *e)
 {
     AdRep *r;
     switch (e->kind) {
-    case CE_ATOM: r = rep_of(F, e->args[0]); break;
+    case CE_ATOM: r = ad_rep_of(F, e->args[0]); break;
     case CE_PRIM: r = fwd_prim(F, x, e); break;
     case CE_CALL: r = fwd_call(F, x, e); break;
     case CE_APPLY: r = fwd_apply(F, x, e); break;
@@ -1970,9 +1334,9 @@ static void fwd_bind(AdFwd *F, CVar *x, CExpr *e)
             ne->u.deriv.kind = DERIV_STOP_GRADIENT;
             ne->nargs = 1;
             ne->args = NEWN(CAtom *, 1);
-            AdRep *a = rep_of(F, e->args[0]);
+            AdRep *a = ad_rep_of(F, e->args[0]);
             ne->args[0] = a->c[0] ? a->c[0] : e->args[0];
-            r = ad_rep(F, bind_expr(F, x->name, ne));
+            r = ad_rep(F, ad_bind_expr(F, x->name, ne));
             break;
         }
         ad_error(F, e->loc, "internal error: ad: a derivative form left inside the differentiated code");
@@ -1991,7 +1355,7 @@ static AdRep *fwd_block(AdFwd *F, CBlock *in, CBlock *out)
     F->blk = out;
     for (int i = 0; i < in->nbinds; i++)
         fwd_bind(F, in->binds[i].var, in->binds[i].e);
-    AdRep *r = rep_of(F, in->result);
+    AdRep *r = ad_rep_of(F, in->result);
     F->blk = save;
     return r;
 }
@@ -2021,8 +1385,8 @@ static void taylor_prim(AdFwd *F, CExpr *e, AdRep **ar, CAtom **x, AdRep *res)
         if (core_prims[op].flags & PRIM_ELEMENTWISE)
             for (int k = 1; k <= K; k++)
                 if (res->c[k] && rank_of_atom(res->c[k]) < rank_of_atom(res->c[0]))
-                    res->c[k] = emit2(F, "t", P_ADD, tangent_of(e->type),
-                                      emit1(F, "z", P_ZEROS_LIKE, tangent_of(e->type), res->c[0], 0), res->c[k]);
+                    res->c[k] = ad_emit2(F, "t", P_ADD, tangent_of(e->type),
+                                      ad_emit1(F, "z", P_ZEROS_LIKE, tangent_of(e->type), res->c[0], 0), res->c[k]);
         return;
     }
     if (!(core_prims[op].flags & PRIM_LINEAR) && op != P_NEG && op != P_TO_FLOAT && op != P_TO_F32) {
@@ -2039,1099 +1403,4 @@ static void taylor_prim(AdFwd *F, CExpr *e, AdRep **ar, CAtom **x, AdRep *res)
         }
         res->c[k] = any ? rule(F, e, x, dx, res->c[0]) : NULL;
     }
-}
-
-/* ================================================================ forward rules */
-
-#define RULE(name) static CAtom *name(AdFwd *F, CExpr *e, CAtom **x, CAtom **dx, CAtom *y)
-#define UNUSED_RULE_ARGS (void)F, (void)e, (void)x, (void)dx, (void)y
-
-/* Which operands a linear primitive is linear in (the others are indices,
- * sizes, shapes: primal). */
-static bool lin_operand(Prim op, int i)
-{
-    switch (op) {
-    case P_TUPLE: case P_RECORD: case P_CON: case P_ARRAY: case P_ZIP: case P_CONCAT:
-    case P_ADD: case P_SUB:
-        return true;
-    case P_UPDATE: return i <= 1;
-    case P_REPLICATE: case P_TAKE: case P_DROP: return i == 1;
-    case P_SELECT: return i == 1 || i == 2;
-    default: return i == 0;
-    }
-}
-
-/* A linear primitive: the same primitive on the tangents of its linear
- * operands (zeros materialised where some are non-zero). */
-RULE(rule_linear)
-{
-    Prim op = e->u.prim.op;
-    int n = e->nargs;
-    bool any = false;
-    for (int i = 0; i < n; i++)
-        if (lin_operand(op, i) && dx[i])
-            any = true;
-    if (!any)
-        return NULL;
-    /* looking through: proj/field of a known tuple/record */
-    if ((op == P_PROJ || op == P_FIELD) && dx[0]) {
-        CExpr *d = ad_def_of(dx[0]);
-        Prim want = op == P_PROJ ? P_TUPLE : P_RECORD;
-        if (d && d->kind == CE_PRIM && d->u.prim.op == want && e->u.prim.imm < d->nargs)
-            return nz(d->args[e->u.prim.imm]);
-    }
-    if (op == P_PAYLOAD && dx[0]) {
-        CExpr *d = ad_def_of(dx[0]);
-        if (d && d->kind == CE_PRIM && d->u.prim.op == P_CON && d->u.prim.imm == e->u.prim.imm && d->nargs == 1)
-            return nz(d->args[0]);
-    }
-    CAtom **a = NEWN(CAtom *, n > 0 ? n : 1);
-    for (int i = 0; i < n; i++)
-        a[i] = lin_operand(op, i) ? ad_materialise(F, dx[i], core_atom_type(x[i]), x[i]) : x[i];
-    if (op == P_SELECT)
-        for (int i = 1; i < 3; i++)
-            if (!dx[i] && is_floatish(core_atom_type(x[i])))
-                a[i] = ad_lit(0, core_atom_type(x[i]));
-    (void)y;
-    return ad_emit(F, "d", op, tangent_of(e->type), a, n, e->u.prim.imm);
-}
-
-/* With one operand's tangent zero, a + b's tangent is the other one's,
- * which may have a smaller shape than the sum (broadcasting). */
-static CAtom *fix_bcast(AdFwd *F, CAtom *d, CAtom **x, CAtom **dx, CAtom *y, int n)
-{
-    if (!d)
-        return NULL;
-    int ra = rank_of_atom(d), ry = rank_of_atom(y);
-    bool need = ra < ry;
-    for (int i = 0; i < n && !need; i++)
-        if (!dx[i] && rank_of_atom(x[i]) > 0 && rank_of_atom(x[i]) >= ra)
-            need = true;
-    if (!need)
-        return d;
-    CAtom *z = emit1(F, "z", P_ZEROS_LIKE, core_atom_type(y), y, 0);
-    return emit2(F, "t", P_ADD, core_atom_type(y), z, d);
-}
-
-RULE(rule_add)
-{
-    (void)e;
-    return fix_bcast(F, ad_add(F, dx[0], dx[1]), x, dx, y, 2);
-}
-
-RULE(rule_sub)
-{
-    (void)e;
-    return fix_bcast(F, ad_sub(F, dx[0], dx[1]), x, dx, y, 2);
-}
-
-RULE(rule_select)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *d = ad_select(F, x[0], dx[1], dx[2]);
-    CAtom *xx[2] = {x[1], x[2]}, *dd[2] = {dx[1], dx[2]};
-    return fix_bcast(F, d, xx, dd, y, 2);
-}
-
-/* d(a b) = da b + a db */
-RULE(rule_mul)
-{
-    UNUSED_RULE_ARGS;
-    return ad_add(F, ad_mul(F, dx[0], x[1]), ad_mul(F, x[0], dx[1]));
-}
-
-/* d(a / b) = (da - y db) / b */
-RULE(rule_div)
-{
-    UNUSED_RULE_ARGS;
-    if (!dx[1])
-        return ad_div(F, dx[0], x[1]);
-    return ad_div(F, ad_sub(F, dx[0], ad_mul(F, y, dx[1])), x[1]);
-}
-
-/* fmod: a - trunc(a / b) b, so d = da - ((a - y) / b) db */
-RULE(rule_mod)
-{
-    UNUSED_RULE_ARGS;
-    if (!dx[1])
-        return dx[0];
-    CAtom *q = ad_div(F, ad_sub(F, x[0], y), x[1]);
-    return ad_sub(F, dx[0], ad_mul(F, q, dx[1]));
-}
-
-/* d(a^c) = c a^(c-1) da + a^c log a dc, with the conventions of
- * ad-cases 4: the first term is 0 when c = 0 (never 0 * inf at a = 0), and
- * a literal c = 1 gives da exactly; the second is 0 where a = 0. */
-RULE(rule_pow)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *d = NULL;
-    if (dx[0]) {
-        CAtom *c = x[1];
-        if (is_flit(c)) {
-            double cv = c->u.fval;
-            if (cv == 0)
-                d = NULL;
-            else if (cv == 1)
-                d = dx[0];
-            else if (cv == 2)
-                d = ad_mul(F, ad_mul(F, ad_lit(2, c->type), x[0]), dx[0]);
-            else {
-                CAtom *p = ad_bin(F, P_POW, x[0], ad_lit(cv - 1, c->type));
-                d = ad_mul(F, ad_mul(F, c, p), dx[0]);
-            }
-        } else {
-            CAtom *p = ad_bin(F, P_POW, x[0], ad_sub(F, c, ad_lit(1, core_atom_type(c))));
-            CAtom *g = ad_mul(F, c, p);
-            CAtom *z = ad_cmp(F, P_EQ, c, ad_lit(0, core_atom_type(c)));
-            g = ad_select(F, z, ad_lit(0, core_atom_type(g)), g);
-            d = ad_mul(F, g, dx[0]);
-        }
-    }
-    if (dx[1]) {
-        CAtom *l = ad_mul(F, y, ad_un(F, P_LOG, x[0]));
-        CAtom *z = ad_cmp(F, P_EQ, x[0], ad_lit(0, core_atom_type(x[0])));
-        l = ad_select(F, z, ad_lit(0, core_atom_type(l)), l);
-        d = ad_add(F, d, ad_mul(F, l, dx[1]));
-    }
-    return d;
-}
-
-RULE(rule_exp) { UNUSED_RULE_ARGS; return ad_mul(F, y, dx[0]); }
-RULE(rule_log) { UNUSED_RULE_ARGS; return ad_div(F, dx[0], x[0]); }
-RULE(rule_log1p) { UNUSED_RULE_ARGS; return ad_div(F, dx[0], ad_add(F, x[0], ad_lit(1, core_atom_type(x[0])))); }
-RULE(rule_expm1) { UNUSED_RULE_ARGS; return ad_mul(F, ad_add(F, y, ad_lit(1, core_atom_type(y))), dx[0]); }
-
-/* d sqrt x = dx / (2 sqrt x), and 0 when dx = 0 (also at x = 0: the
- * convention that makes ad-cases 3 give PyTorch's [0, 0]). */
-RULE(rule_sqrt)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *d = ad_div(F, dx[0], ad_mul(F, ad_lit(2, core_atom_type(y)), y));
-    CAtom *z = ad_cmp(F, P_EQ, dx[0], ad_lit(0, core_atom_type(dx[0])));
-    return ad_select(F, z, ad_lit(0, core_atom_type(d)), d);
-}
-
-RULE(rule_sin) { UNUSED_RULE_ARGS; return ad_mul(F, ad_un(F, P_COS, x[0]), dx[0]); }
-RULE(rule_cos) { UNUSED_RULE_ARGS; return ad_neg(F, ad_mul(F, ad_un(F, P_SIN, x[0]), dx[0])); }
-
-/* tan' = 1 + tan², tanh' = 1 - tanh², sigmoid' = s (1 - s) */
-RULE(rule_tan)
-{
-    UNUSED_RULE_ARGS;
-    return ad_mul(F, ad_add(F, ad_lit(1, core_atom_type(y)), ad_mul(F, y, y)), dx[0]);
-}
-
-RULE(rule_tanh)
-{
-    UNUSED_RULE_ARGS;
-    return ad_mul(F, ad_sub(F, ad_lit(1, core_atom_type(y)), ad_mul(F, y, y)), dx[0]);
-}
-
-RULE(rule_sigmoid)
-{
-    UNUSED_RULE_ARGS;
-    return ad_mul(F, ad_mul(F, y, ad_sub(F, ad_lit(1, core_atom_type(y)), y)), dx[0]);
-}
-
-RULE(rule_softplus) { UNUSED_RULE_ARGS; return ad_mul(F, ad_un(F, P_SIGMOID, x[0]), dx[0]); }
-
-/* |x|' = sign x, with sign 0 = 0 */
-static CAtom *sign_of(AdFwd *F, CAtom *a)
-{
-    Type *t = core_atom_type(a);
-    CAtom *pos = ad_cmp(F, P_GT, a, ad_lit(0, t));
-    CAtom *neg = ad_cmp(F, P_LT, a, ad_lit(0, t));
-    return ad_select(F, pos, ad_lit(1, t), ad_select(F, neg, ad_lit(-1, t), ad_lit(0, t)));
-}
-
-RULE(rule_abs) { UNUSED_RULE_ARGS; return ad_mul(F, sign_of(F, x[0]), dx[0]); }
-
-/* relu' = 1 for x > 0, else 0 */
-RULE(rule_relu)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *pos = ad_cmp(F, P_GT, x[0], ad_lit(0, core_atom_type(x[0])));
-    return ad_select(F, pos, dx[0], NULL);
-}
-
-/* atan2 y x: (x dy - y dx) / (x² + y²) */
-RULE(rule_atan2)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *q = ad_add(F, ad_mul(F, x[0], x[0]), ad_mul(F, x[1], x[1]));
-    CAtom *n = ad_sub(F, ad_mul(F, x[1], dx[0]), ad_mul(F, x[0], dx[1]));
-    return ad_div(F, n, q);
-}
-
-/* Ties: max takes the first operand's tangent, min the second's, so that
- * max x y + min x y has the tangent of x + y (ad-cases 5). */
-RULE(rule_max)
-{
-    UNUSED_RULE_ARGS;
-    return ad_select(F, ad_cmp(F, P_GE, x[0], x[1]), dx[0], dx[1]);
-}
-
-RULE(rule_min)
-{
-    UNUSED_RULE_ARGS;
-    return ad_select(F, ad_cmp(F, P_LT, x[0], x[1]), dx[0], dx[1]);
-}
-
-RULE(rule_zero) { UNUSED_RULE_ARGS; return NULL; }
-
-/* ---- reductions and linear algebra ---- */
-
-/* The dimensions of an array as int atoms. */
-static int dims_of(AdFwd *F, CAtom *a, CAtom **out)
-{
-    int r = rank_of_atom(a);
-    if (r == 1) {
-        out[0] = emit1(F, "n", P_LENGTH, type_int(), a, 0);
-        return 1;
-    }
-    Type **ts = NEWN(Type *, r);
-    for (int i = 0; i < r; i++)
-        ts[i] = type_int();
-    CAtom *s = emit1(F, "sh", P_SHAPE, type_tuple(ts, r), a, 0);
-    for (int i = 0; i < r && i < 8; i++)
-        out[i] = emit1(F, "n", P_PROJ, type_int(), s, i);
-    return r;
-}
-
-CAtom *ad_flatten(AdFwd *F, CAtom *a, CAtom **size)
-{
-    CAtom *d[8];
-    int r = dims_of(F, a, d);
-    if (r == 1) {
-        if (size)
-            *size = d[0];
-        return a;
-    }
-    CAtom *n = d[0];
-    for (int i = 1; i < r; i++)
-        n = emit2(F, "n", P_MUL, type_int(), n, d[i]);
-    if (size)
-        *size = n;
-    CAtom *xs[2] = {a, n};
-    return ad_emit(F, "flat", P_RESHAPE, type_array(elem_of(core_atom_type(a)), 1), xs, 2, 0);
-}
-
-/* d prod x: the product loop's tangent, (p, dp) -> (p x_i, dp x_i + p dx_i),
- * which is exact with zeros among the x_i (ad-cases 10) and divides by
- * nothing. */
-RULE(rule_prod)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *n;
-    CAtom *xf = ad_flatten(F, x[0], &n);
-    CAtom *df = ad_flatten(F, dx[0], NULL);
-    Type *et = elem_of(core_atom_type(x[0]));
-    Type *st = type_tuple2(et, et);
-    CAtom *ini[2] = {ad_lit(1, et), ad_lit(0, et)};
-    CAtom *init = ad_emit(F, "s", P_TUPLE, st, ini, 2, 0);
-    CVar *s = core_var("s", st, F->loc), *iv = core_var("i", type_int(), F->loc);
-    CBlock *body = core_block_new();
-    CBlock *save = F->blk;
-    F->blk = body;
-    CAtom *sa = core_atom_var(s), *ia = core_atom_var(iv);
-    CAtom *p = emit1(F, "p", P_PROJ, et, sa, 0), *dp = emit1(F, "dp", P_PROJ, et, sa, 1);
-    CAtom *xi = emit2(F, "x", P_INDEX, et, xf, ia), *dxi = emit2(F, "dx", P_INDEX, et, df, ia);
-    CAtom *np = ad_mul(F, p, xi);
-    CAtom *ndp = ad_add(F, ad_mul(F, dp, xi), ad_mul(F, p, dxi));
-    CAtom *nx[2] = {np, ndp};
-    body->result = ad_emit(F, "s", P_TUPLE, st, nx, 2, 0);
-    F->blk = save;
-    CExpr *lp = core_expr(CE_LOOP, st, F->loc);
-    lp->nargs = 2;
-    lp->args = NEWN(CAtom *, 2);
-    lp->args[0] = init;
-    lp->args[1] = n;
-    lp->u.loop.state = s;
-    lp->u.loop.kind = LOOP_FOR;
-    lp->u.loop.ivar = iv;
-    lp->u.loop.body = body;
-    CAtom *r = bind_expr(F, "pr", lp);
-    return emit1(F, "dprod", P_PROJ, et, r, 1);
-}
-
-/* maximum: the tangent at the (first) arg max; minimum: at the arg max of -x */
-RULE(rule_maximum)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *xf = ad_flatten(F, x[0], NULL), *df = ad_flatten(F, dx[0], NULL);
-    if (e->u.prim.op == P_MINIMUM)
-        xf = ad_neg(F, xf);
-    CAtom *i = emit1(F, "i", P_ARGMAX, type_int(), xf, 0);
-    return emit2(F, "d", P_INDEX, elem_of(core_atom_type(x[0])), df, i);
-}
-
-/* dot and @ are bilinear */
-RULE(rule_bilinear)
-{
-    UNUSED_RULE_ARGS;
-    Prim op = e->u.prim.op;
-    Type *t = tangent_of(e->type);
-    CAtom *a = dx[0] ? emit2(F, "d", op, t, dx[0], x[1]) : NULL;
-    CAtom *b = dx[1] ? emit2(F, "d", op, t, x[0], dx[1]) : NULL;
-    return ad_add(F, a, b);
-}
-
-/* The sum over the last axis keeping it (length 1), for softmax. */
-CAtom *ad_sum_last(AdFwd *F, CAtom *a, bool keep)
-{
-    Type *t = core_atom_type(a);
-    int r = rank_of(t);
-    Type *et = elem_of(t);
-    if (r == 1)
-        return emit1(F, "s", P_SUM, et, a, 0);
-    CAtom *d[8];
-    dims_of(F, a, d);
-    CAtom *rows = d[0];
-    for (int i = 1; i < r - 1; i++)
-        rows = emit2(F, "n", P_MUL, type_int(), rows, d[i]);
-    CAtom *xs[3] = {a, rows, d[r - 1]};
-    CAtom *m = ad_emit(F, "m", P_RESHAPE, type_array(et, 2), xs, 3, 0);
-    CAtom *od[1] = {d[r - 1]};
-    CAtom *ones = ad_emit(F, "o", P_ONES, type_array(et, 1), od, 1, 0);
-    CAtom *s = emit2(F, "s", P_MATMUL, type_array(et, 1), m, ones);
-    CAtom **nd = NEWN(CAtom *, r + 1);
-    nd[0] = s;
-    for (int i = 0; i < r - 1; i++)
-        nd[i + 1] = d[i];
-    int nr = r - 1;
-    if (keep)
-        nd[++nr] = core_atom_int(1);
-    return ad_emit(F, "s", P_RESHAPE, type_array(et, nr), nd, nr + 1, 0);
-}
-
-/* softmax: dy = y (dx - sum(y dx)) along the last axis */
-RULE(rule_softmax)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *s = ad_sum_last(F, ad_mul(F, y, dx[0]), true);
-    return ad_mul(F, y, ad_sub(F, dx[0], s));
-}
-
-/* logsumexp: d = sum(softmax x * dx) along the last axis (stable: softmax
- * is computed shifted by the maximum) */
-RULE(rule_logsumexp)
-{
-    UNUSED_RULE_ARGS;
-    CAtom *p = emit1(F, "p", P_SOFTMAX, core_atom_type(x[0]), x[0], 0);
-    return ad_sum_last(F, ad_mul(F, p, dx[0]), false);
-}
-
-/* Jacobi's formula by rows: d det A = Σ_i det (A with row i replaced by
- * row i of dA), det being multilinear in the rows. Exact at singular
- * matrices too (ad-cases 11: no inverse), and its own derivative is again
- * made of dets, so nesting grows the code by a constant factor per level.
- * O(n⁴) per tangent. */
-RULE(rule_det)
-{
-    UNUSED_RULE_ARGS;
-    Type *mt = core_atom_type(x[0]);
-    Type *et = elem_of(mt);
-    Type *rt = type_array(et, 1);
-    CAtom *n = emit1(F, "n", P_LENGTH, type_int(), x[0], 0);
-    CAtom *idx = emit1(F, "is", P_IOTA, type_array(type_int(), 1), n, 0);
-    CVar *iv = core_var("i", type_int(), F->loc);
-    CBlock *ib = core_block_new();
-    CBlock *save = F->blk;
-    F->blk = ib;
-    CAtom *ia = core_atom_var(iv);
-    CAtom *row = emit2(F, "row", P_INDEX, rt, dx[0], ia);
-    CAtom *us[3] = {x[0], row, ia};
-    CAtom *ai = ad_emit(F, "ai", P_UPDATE, mt, us, 3, 0);
-    ib->result = emit1(F, "di", P_DET, et, ai, 0);
-    F->blk = save;
-    CLambda *il = core_lambda(&iv, 1, ib, type_func(type_int(), et), F->loc);
-    CAtom *ds = emit_soac(F, "ds", SOAC_MAP, rt, il, &idx, 1);
-    return emit1(F, "ddet", P_SUM, et, ds, 0);
-}
-
-/* d inv A = -inv A dA inv A */
-RULE(rule_inv)
-{
-    UNUSED_RULE_ARGS;
-    Type *mt = core_atom_type(y);
-    CAtom *a = emit2(F, "t", P_MATMUL, mt, y, dx[0]);
-    return ad_neg(F, emit2(F, "t", P_MATMUL, mt, a, y));
-}
-
-/* x = solve A b: dx = solve A (db - dA x) */
-RULE(rule_solve)
-{
-    UNUSED_RULE_ARGS;
-    Type *bt = core_atom_type(y);
-    CAtom *r = dx[1];
-    if (dx[0])
-        r = ad_sub(F, r, emit2(F, "t", P_MATMUL, bt, dx[0], y));
-    return emit2(F, "dx", P_SOLVE, bt, x[0], r);
-}
-
-/* The mask of Φ: 1 below the diagonal, 1/2 on it, 0 above. */
-static CAtom *phi_mask(AdFwd *F, CAtom *a)
-{
-    Type *et = elem_of(core_atom_type(a));
-    CAtom *n = emit1(F, "n", P_LENGTH, type_int(), a, 0);
-    CAtom *iv = emit1(F, "is", P_IOTA, type_array(type_int(), 1), n, 0);
-    CAtom *cd[3] = {iv, n, core_atom_int(1)};
-    CAtom *col = ad_emit(F, "col", P_RESHAPE, type_array(type_int(), 2), cd, 3, 0);
-    CAtom *below = ad_cmp(F, P_LT, iv, col); /* j < i */
-    CAtom *diag = ad_cmp(F, P_EQ, iv, col);
-    return ad_select(F, below, ad_lit(1, et), ad_select(F, diag, ad_lit(0.5, et), ad_lit(0, et)));
-}
-
-/* L = chol A: dL = L Φ(L⁻¹ dA L⁻ᵀ) (Murray 2016, "Differentiation of the
- * Cholesky decomposition") */
-CAtom *ad_chol_tangent(AdFwd *F, CAtom *L, CAtom *dA)
-{
-    Type *mt = core_atom_type(L);
-    CAtom *li = emit1(F, "linv", P_INV, mt, L, 0);
-    CAtom *lt = emit1(F, "linvt", P_TRANSPOSE, mt, li, 0);
-    CAtom *m = emit2(F, "m", P_MATMUL, mt, emit2(F, "m", P_MATMUL, mt, li, dA), lt);
-    CAtom *phi = ad_mul(F, m, phi_mask(F, L));
-    return emit2(F, "dl", P_MATMUL, mt, L, phi);
-}
-
-RULE(rule_cholesky)
-{
-    UNUSED_RULE_ARGS;
-    return ad_chol_tangent(F, y, dx[0]);
-}
-
-#undef RULE
-
-void ad_forward_reset(void)
-{
-    zero_helpers = NULL;
-    zero_prog = NULL;
-    fun_memo = NULL;
-    fun_memo_prog = NULL;
-}
-
-void ad_forward_init(void)
-{
-    static bool done;
-    if (done)
-        return;
-    done = true;
-    for (int i = 0; i < P__COUNT; i++)
-        if (core_prims[i].flags & PRIM_LINEAR)
-            core_prims[i].jvp_rule = (void *)rule_linear;
-    struct { Prim op; AdJvpRule r; } t[] = {
-        {P_ADD, rule_add}, {P_SUB, rule_sub}, {P_NEG, rule_linear}, {P_MUL, rule_mul},
-        {P_DIV, rule_div}, {P_MOD, rule_mod}, {P_POW, rule_pow}, {P_EXP, rule_exp},
-        {P_LOG, rule_log}, {P_LOG1P, rule_log1p}, {P_EXPM1, rule_expm1}, {P_SQRT, rule_sqrt},
-        {P_SIN, rule_sin}, {P_COS, rule_cos}, {P_TAN, rule_tan}, {P_TANH, rule_tanh},
-        {P_ABS, rule_abs}, {P_SIGMOID, rule_sigmoid}, {P_SOFTPLUS, rule_softplus},
-        {P_RELU, rule_relu}, {P_FLOOR, rule_zero}, {P_CEIL, rule_zero}, {P_ATAN2, rule_atan2},
-        {P_MIN, rule_min}, {P_MAX, rule_max}, {P_TO_FLOAT, rule_linear}, {P_TO_F32, rule_linear},
-        {P_SELECT, rule_select}, {P_PROD, rule_prod}, {P_MAXIMUM, rule_maximum},
-        {P_MINIMUM, rule_maximum}, {P_DOT, rule_bilinear}, {P_MATMUL, rule_bilinear},
-        {P_SOFTMAX, rule_softmax}, {P_LOGSUMEXP, rule_logsumexp}, {P_DET, rule_det},
-        {P_INV, rule_inv}, {P_SOLVE, rule_solve}, {P_CHOLESKY, rule_cholesky},
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        core_prims[t[i].op].jvp_rule = (void *)t[i].r;
-}
-
-/* ================================================================ the reusable entry */
-
-static void lin_block(CBlock *b, CoreMap *lin);
-
-static bool atom_lin(CAtom *a, CoreMap *lin)
-{
-    return a && a->kind == CA_VAR && core_map_get(lin, a->u.var);
-}
-
-static bool lin_expr(CExpr *e, CoreMap *lin)
-{
-    bool any = false;
-    for (int i = 0; i < e->nargs; i++)
-        any |= atom_lin(e->args[i], lin);
-    switch (e->kind) {
-    case CE_IF:
-        lin_block(e->u.if_.then_, lin);
-        lin_block(e->u.if_.else_, lin);
-        any |= atom_lin(e->u.if_.then_->result, lin) || atom_lin(e->u.if_.else_->result, lin);
-        break;
-    case CE_CASE:
-        for (int i = 0; i < e->u.case_.nalts; i++) {
-            lin_block(e->u.case_.alts[i].body, lin);
-            any |= atom_lin(e->u.case_.alts[i].body->result, lin);
-        }
-        break;
-    case CE_LOOP:
-        if (any)
-            core_map_put(lin, e->u.loop.state, (void *)1);
-        lin_block(e->u.loop.body, lin);
-        any |= atom_lin(e->u.loop.body->result, lin);
-        break;
-    case CE_SOAC:
-        if (any)
-            for (int i = 0; i < e->u.soac.fn->nparams; i++)
-                core_map_put(lin, e->u.soac.fn->params[i], (void *)1);
-        lin_block(e->u.soac.fn->body, lin);
-        any |= atom_lin(e->u.soac.fn->body->result, lin);
-        break;
-    case CE_LAMBDA:
-        lin_block(e->u.lambda->body, lin);
-        break;
-    default:
-        break;
-    }
-    if (e->kind == CE_PRIM && (core_prims[e->u.prim.op].flags & PRIM_NONDIFF))
-        return false;
-    return any;
-}
-
-static void lin_block(CBlock *b, CoreMap *lin)
-{
-    for (int i = 0; i < b->nbinds; i++)
-        if (lin_expr(b->binds[i].e, lin))
-            core_map_put(lin, b->binds[i].var, (void *)1);
-}
-
-CLambda *ad_forward_lambda(CProgram *p, CLambda *l, CoreMap *linear)
-{
-    ad_forward_init();
-    if (l->nparams != 1)
-        return NULL;
-    Type *a = rs(l->params[0]->type);
-    Type *b = rs(core_atom_type(l->body->result));
-    if (tkind(a) == TK_FUNC || tkind(b) == TK_FUNC)
-        return NULL;
-    AdFwd F = {.prog = p, .order = 1, .loc = l->loc, .ok = true};
-    CVar *x = core_var(l->params[0]->name, a, l->loc);
-    CVar *dx = core_var(dname(l->params[0]->name), tangent_of(a), l->loc);
-    CBlock *body = core_block_new();
-    F.blk = body;
-    AdRep *arg = ad_rep(&F, core_atom_var(x));
-    if (tkind(a) == TK_DIFF)
-        arg->c[1] = core_atom_var(dx);
-    AdRep *r = ad_fwd_lambda(&F, l, &arg);
-    F.blk = body;
-    CAtom *xs[2] = {r->c[0], ad_materialise(&F, tkind(b) == TK_DIFF ? r->c[1] : NULL, b, r->c[0])};
-    Type *rt = type_tuple2(b, tangent_of(b));
-    body->result = ad_emit(&F, "r", P_TUPLE, rt, xs, 2, 0);
-    core_map_free(&F.env);
-    if (!F.ok)
-        return NULL;
-    CVar *ps[2] = {x, dx};
-    if (linear) {
-        core_map_put(linear, dx, (void *)1);
-        lin_block(body, linear);
-    }
-    return core_lambda(ps, 2, body, type_func(a, type_func(tangent_of(a), rt)), l->loc);
-}
-
-/* ================================================================ the forms */
-
-static Type *lambda_result(CLambda *l) { return rs(core_atom_type(l->body->result)); }
-
-/* The primal (slot 0) or tangent (slot 1) closure of a function value
- * represented by its dual: fn z => (dual (z, 0)).slot; T(a -> b) = a -> T b. */
-static CAtom *undual(AdFwd *F, AdRep *r, Type *ft, int slot)
-{
-    ft = rs(ft);
-    if (slot == 0 && r->c[0])
-        return r->c[0];
-    Type *a = ft->args[0], *b = rs(ft->args[1]);
-    CVar *z = core_var("z", a, F->loc);
-    CBlock *body = core_block_new();
-    CBlock *save = F->blk;
-    F->blk = body;
-    AdRep *zr = ad_rep(F, core_atom_var(z));
-    AdRep *res;
-    if (r->dual) {
-        CAtom *pz = pack(F, zr, a, F->loc);
-        CExpr *ap = core_expr(CE_APPLY, pack_type(b, F->order), F->loc);
-        ap->nargs = 2;
-        ap->args = NEWN(CAtom *, 2);
-        ap->args[0] = r->dual;
-        ap->args[1] = pz;
-        res = unpack(F, bind_expr(F, "r", ap), b);
-    } else {
-        CExpr *ap = core_expr(CE_APPLY, b, F->loc);
-        ap->nargs = 2;
-        ap->args = NEWN(CAtom *, 2);
-        ap->args[0] = r->c[0];
-        ap->args[1] = core_atom_var(z);
-        res = ad_rep(F, bind_expr(F, "r", ap));
-    }
-    CAtom *out;
-    switch (tkind(b)) {
-    case TK_DIFF:
-        out = slot ? ad_materialise(F, res->c[1], b, res->c[0]) : res->c[0];
-        break;
-    case TK_NONE:
-        out = slot ? ad_zero(F, b, res->c[0]) : res->c[0];
-        break;
-    default:
-        out = undual(F, res, b, slot);
-        break;
-    }
-    body->result = out;
-    F->blk = save;
-    Type *t = slot ? tangent_of(ft) : ft;
-    CLambda *l = core_lambda(&z, 1, body, t, F->loc);
-    return bind_lambda(F, slot ? "dclo" : "clo", l, t);
-}
-
-/* jvp f x dx = (f x, D f x dx) */
-static CAtom *form_jvp(CProgram *p, CExpr *e, CBlock *b)
-{
-    AdFwd F = {.prog = p, .order = 1, .blk = b, .loc = e->loc, .ok = true};
-    CLambda *l = e->u.deriv.fn;
-    Type *a = rs(l->params[0]->type), *bt = lambda_result(l);
-    if (tkind(a) == TK_FUNC) {
-        ad_error(&F, e->loc, "jvp with respect to a function value is not supported");
-        return NULL;
-    }
-    AdRep *arg = ad_rep(&F, e->args[0]);
-    if (tkind(a) == TK_DIFF)
-        arg->c[1] = nz(e->args[1]);
-    AdRep *r = ad_fwd_lambda(&F, l, &arg);
-    F.blk = b;
-    CAtom *y, *dy;
-    switch (tkind(bt)) {
-    case TK_DIFF:
-        y = r->c[0];
-        dy = ad_materialise(&F, r->c[1], bt, y);
-        break;
-    case TK_NONE:
-        y = r->c[0] ? r->c[0] : pack(&F, r, bt, e->loc);
-        if (!ad_tangent_trivial(bt)) {
-            ad_error(&F, e->loc, "jvp of a function whose result holds functions inside data is not supported");
-            return NULL;
-        }
-        dy = ad_zero(&F, bt, y);
-        break;
-    default:
-        y = undual(&F, r, bt, 0);
-        dy = undual(&F, r, bt, 1);
-        break;
-    }
-    core_map_free(&F.env);
-    if (!F.ok)
-        return NULL;
-    CAtom *xs[2] = {y, dy};
-    return ad_emit(&F, "jvp", P_TUPLE, e->type, xs, 2, 0);
-}
-
-/* Building blocks for the forms made of jvps (expanded by ad.c). */
-static CAtom *bind_in(CBlock *b, const char *name, CExpr *e)
-{
-    CVar *v = core_bind(b, name, e);
-    return core_atom_var(v);
-}
-
-static CAtom *prim_in(CBlock *b, const char *name, Prim op, Type *t, Loc loc, CAtom **xs, int n, int64_t imm)
-{
-    return bind_in(b, name, core_prim(op, t, loc, xs, n, imm));
-}
-
-/* (jvp l x dx).1 as a CE_DERIV in b; l is copied (fresh variables). */
-static CAtom *jvp_tangent(CBlock *b, CLambda *l, CAtom *x, CAtom *dx, Loc loc)
-{
-    Type *bt = lambda_result(l);
-    CExpr *d = core_expr(CE_DERIV, type_tuple2(bt, tangent_of(bt)), loc);
-    d->u.deriv.kind = DERIV_JVP;
-    d->u.deriv.fn = core_copy_lambda(l, NULL, NULL, 0);
-    d->nargs = 2;
-    d->args = NEWN(CAtom *, 2);
-    d->args[0] = x;
-    d->args[1] = dx;
-    CAtom *r = bind_in(b, "jvp", d);
-    return prim_in(b, "d", P_PROJ, tangent_of(bt), loc, &r, 1, 1);
-}
-
-/* fn y => (jvp l y dx).1 */
-static CLambda *directional(CLambda *l, CAtom *dx, Loc loc)
-{
-    Type *a = l->params[0]->type;
-    CVar *y = core_var("y", a, loc);
-    CBlock *body = core_block_new();
-    body->result = jvp_tangent(body, l, core_atom_var(y), dx, loc);
-    return core_lambda(&y, 1, body, type_func(a, core_atom_type(body->result)), loc);
-}
-
-static CLambda *map_lambda(CVar *i, CBlock *body, Loc loc)
-{
-    return core_lambda(&i, 1, body, type_func(i->type, core_atom_type(body->result)), loc);
-}
-
-static CAtom *soac_in(CBlock *b, const char *name, Type *t, CLambda *l, CAtom *arr, Loc loc)
-{
-    CExpr *e = core_expr(CE_SOAC, t, loc);
-    e->u.soac.kind = SOAC_MAP;
-    e->u.soac.fn = l;
-    e->nargs = 1;
-    e->args = NEWN(CAtom *, 1);
-    e->args[0] = arr;
-    return bind_in(b, name, e);
-}
-
-/* The basis vector e_i of []float with n elements. */
-static CAtom *one_hot_in(CBlock *b, CAtom *n, CAtom *i, Loc loc)
-{
-    CAtom *xs[2] = {n, i};
-    return prim_in(b, "e", P_ONE_HOT, type_array(type_float(), 1), loc, xs, 2, 0);
-}
-
-/* jacfwd f x = transpose (map (fn j => (jvp f x e_j).1) (iota n)) */
-static CAtom *form_jacfwd(CProgram *p, CExpr *e, CBlock *b)
-{
-    Loc loc = e->loc;
-    CLambda *l = e->u.deriv.fn;
-    CAtom *x = e->args[0];
-    CBlock *t = core_block_new();
-    CAtom *n = prim_in(t, "n", P_LENGTH, type_int(), loc, &x, 1, 0);
-    CAtom *idx = prim_in(t, "is", P_IOTA, type_array(type_int(), 1), loc, &n, 1, 0);
-    CVar *j = core_var("j", type_int(), loc);
-    CBlock *jb = core_block_new();
-    jb->result = jvp_tangent(jb, l, x, one_hot_in(jb, n, core_atom_var(j), loc), loc);
-    Type *mt = type_array(type_float(), 2);
-    CAtom *cols = soac_in(t, "cols", mt, map_lambda(j, jb, loc), idx, loc);
-    t->result = prim_in(t, "jac", P_TRANSPOSE, mt, loc, &cols, 1, 0);
-    if (!ad_expand_block(t))
-        return NULL;
-    for (int i = 0; i < t->nbinds; i++)
-        push_bind(b, t->binds[i].var, t->binds[i].e);
-    return t->result;
-}
-
-/* ---- the basis of T(a), for hvp and friends ---- */
-
-typedef CAtom *(*BasisFn)(void *ctx, CBlock *b, CAtom *e);
-
-typedef struct BasisTuple {
-    BasisFn fn;
-    void *ctx;
-    Type *t;    /* the tuple or record type */
-    CAtom *x;   /* the point (for the zeros of the other components) */
-    int i;
-} BasisTuple;
-
-static CAtom *basis_map(AdFwd *F, CBlock *b, Type *t, CAtom *x, BasisFn fn, void *ctx);
-
-static CAtom *basis_tuple_fn(void *vctx, CBlock *b, CAtom *ei)
-{
-    BasisTuple *c = vctx;
-    Type *t = rs(c->t);
-    bool tup = t->kind == TY_TUPLE;
-    int n = tup ? t->nargs : t->decl->nfields;
-    AdFwd G = {.order = 1, .blk = b, .ok = true};
-    CAtom **cs = NEWN(CAtom *, n);
-    for (int j = 0; j < n; j++) {
-        Type *ct = tup ? rs(t->args[j]) : core_type_field(t, j);
-        if (j == c->i) {
-            cs[j] = ei;
-        } else {
-            CAtom *xj = emit1(&G, "c", tup ? P_PROJ : P_FIELD, ct, c->x, j);
-            cs[j] = ad_zero(&G, ct, xj);
-        }
-    }
-    CAtom *e = ad_emit(&G, "e", tup ? P_TUPLE : P_RECORD, tangent_of(t), cs, n, 0);
-    return c->fn(c->ctx, b, e);
-}
-
-/* The value of T(t) whose scalar components are fn(e) for the basis
- * vectors e of T(t) (fn returns a float). */
-static CAtom *basis_map(AdFwd *F, CBlock *b, Type *t, CAtom *x, BasisFn fn, void *ctx)
-{
-    t = rs(t);
-    AdFwd G = {.prog = F->prog, .order = 1, .blk = b, .loc = F->loc, .ok = true};
-    Loc loc = F->loc;
-    if (ad_tangent_trivial(t))
-        return ad_zero(&G, t, x);
-    switch (t->kind) {
-    case TY_FLOAT:
-        return fn(ctx, b, ad_lit(1, t));
-    case TY_F32: {
-        CAtom *s = fn(ctx, b, ad_lit(1, t));
-        return emit1(&G, "s", P_TO_F32, type_f32(), s, 0);
-    }
-    case TY_ARRAY: {
-        Type *et = rs(t->elem);
-        if (!is_floatish(et))
-            break;
-        CAtom *n;
-        CAtom *d[8];
-        int r = dims_of(&G, x, d);
-        n = d[0];
-        for (int i = 1; i < r; i++)
-            n = emit2(&G, "n", P_MUL, type_int(), n, d[i]);
-        CAtom *idx = emit1(&G, "is", P_IOTA, type_array(type_int(), 1), n, 0);
-        CVar *iv = core_var("i", type_int(), loc);
-        CBlock *ib = core_block_new();
-        G.blk = ib;
-        CAtom *e = one_hot_in(ib, n, core_atom_var(iv), loc);
-        if (r > 1) {
-            CAtom **xs = NEWN(CAtom *, r + 1);
-            xs[0] = e;
-            for (int i = 0; i < r; i++)
-                xs[i + 1] = d[i];
-            e = ad_emit(&G, "e", P_RESHAPE, type_array(type_float(), r), xs, r + 1, 0);
-        }
-        if (et->kind == TY_F32)
-            e = emit1(&G, "e", P_TO_F32, type_array(type_f32(), r), e, 0);
-        CAtom *s = fn(ctx, ib, e);
-        G.blk = ib;
-        if (et->kind == TY_F32)
-            s = emit1(&G, "s", P_TO_F32, type_f32(), s, 0);
-        ib->result = s;
-        G.blk = b;
-        CAtom *flat = soac_in(b, "g", type_array(et, 1), map_lambda(iv, ib, loc), idx, loc);
-        if (r == 1)
-            return flat;
-        CAtom **xs = NEWN(CAtom *, r + 1);
-        xs[0] = flat;
-        for (int i = 0; i < r; i++)
-            xs[i + 1] = d[i];
-        return ad_emit(&G, "g", P_RESHAPE, t, xs, r + 1, 0);
-    }
-    case TY_TUPLE:
-    case TY_NAMED: {
-        if (t->kind == TY_NAMED && t->decl->kind != TD_RECORD)
-            break;
-        bool tup = t->kind == TY_TUPLE;
-        int n = tup ? t->nargs : t->decl->nfields;
-        CAtom **cs = NEWN(CAtom *, n > 0 ? n : 1);
-        for (int i = 0; i < n; i++) {
-            Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
-            BasisTuple *c = NEW(BasisTuple);
-            c->fn = fn;
-            c->ctx = ctx;
-            c->t = t;
-            c->x = x;
-            c->i = i;
-            G.blk = b;
-            CAtom *xi = emit1(&G, "c", tup ? P_PROJ : P_FIELD, ct, x, i);
-            cs[i] = basis_map(F, b, ct, xi, basis_tuple_fn, c);
-        }
-        G.blk = b;
-        return ad_emit(&G, "g", tup ? P_TUPLE : P_RECORD, tangent_of(t), cs, n, 0);
-    }
-    default:
-        break;
-    }
-    ad_error(F, loc, "this derivative needs the basis of the tangent space of %s, which is not supported "
-                     "(floats, arrays of floats, tuples and records of them are)", type_to_string(t));
-    return core_atom_unit();
-}
-
-/* ---- hessian, hvp, fwdgrad ---- */
-
-typedef struct SecondCtx {
-    CLambda *l;
-    CAtom *x, *v; /* second(e) = (jvp (fn y => (jvp l y e).1) x v).1 */
-    Loc loc;
-} SecondCtx;
-
-static CAtom *second_fn(void *vctx, CBlock *b, CAtom *e)
-{
-    SecondCtx *c = vctx;
-    CLambda *g = directional(c->l, e, c->loc);
-    return jvp_tangent(b, g, c->x, c->v, c->loc);
-}
-
-static CAtom *expand_into(CProgram *p, CBlock *t, CBlock *b)
-{
-    if (!ad_expand_block(t))
-        return NULL;
-    for (int i = 0; i < t->nbinds; i++)
-        push_bind(b, t->binds[i].var, t->binds[i].e);
-    return t->result;
-}
-
-/* hessian f x: forward over forward, H[i][j] = (jvp (fn y => (jvp f y e_i).1) x e_j).1 */
-static CAtom *form_hessian(CProgram *p, CExpr *e, CBlock *b)
-{
-    Loc loc = e->loc;
-    CLambda *l = e->u.deriv.fn;
-    CAtom *x = e->args[0];
-    Type *a = rs(l->params[0]->type);
-    CBlock *t = core_block_new();
-    if (is_floatish(a)) {
-        CAtom *one = ad_lit(1, a);
-        t->result = jvp_tangent(t, directional(l, one, loc), x, one, loc);
-        return expand_into(p, t, b);
-    }
-    if (a->kind != TY_ARRAY || a->rank != 1 || !is_floatish(a->elem)) {
-        error_at(loc, "hessian needs a function of float or []float, not of %s", type_to_string(a));
-        return NULL;
-    }
-    CAtom *n = prim_in(t, "n", P_LENGTH, type_int(), loc, &x, 1, 0);
-    CAtom *idx = prim_in(t, "is", P_IOTA, type_array(type_int(), 1), loc, &n, 1, 0);
-    CVar *iv = core_var("i", type_int(), loc), *jv = core_var("j", type_int(), loc);
-    CBlock *ib = core_block_new(), *jb = core_block_new();
-    CAtom *ei = one_hot_in(ib, n, core_atom_var(iv), loc);
-    CAtom *ej = one_hot_in(jb, n, core_atom_var(jv), loc);
-    jb->result = jvp_tangent(jb, directional(l, ei, loc), x, ej, loc);
-    ib->result = soac_in(ib, "row", type_array(type_float(), 1), map_lambda(jv, jb, loc), idx, loc);
-    t->result = soac_in(t, "hess", type_array(type_float(), 2), map_lambda(iv, ib, loc), idx, loc);
-    return expand_into(p, t, b);
-}
-
-/* hvp f x v = ∇²f(x) v: component e of the basis: (jvp (fn y => (jvp f y e).1) x v).1 */
-static CAtom *form_hvp(CProgram *p, CExpr *e, CBlock *b)
-{
-    AdFwd F = {.prog = p, .order = 1, .loc = e->loc, .ok = true};
-    CLambda *l = e->u.deriv.fn;
-    SecondCtx c = {l, e->args[0], e->args[1], e->loc};
-    CBlock *t = core_block_new();
-    t->result = basis_map(&F, t, l->params[0]->type, e->args[0], second_fn, &c);
-    if (!F.ok)
-        return NULL;
-    return expand_into(p, t, b);
-}
-
-/* s v on T(a), s a float */
-static CAtom *scale_atom(AdFwd *F, CAtom *s, CAtom *v)
-{
-    Type *t = rs(core_atom_type(v));
-    if (ad_tangent_trivial(t))
-        return v;
-    if (t->kind == TY_TUPLE || (t->kind == TY_NAMED && t->decl->kind == TD_RECORD)) {
-        bool tup = t->kind == TY_TUPLE;
-        int n = tup ? t->nargs : t->decl->nfields;
-        CAtom **c = NEWN(CAtom *, n > 0 ? n : 1);
-        for (int i = 0; i < n; i++) {
-            Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
-            c[i] = scale_atom(F, s, emit1(F, "c", tup ? P_PROJ : P_FIELD, ct, v, i));
-        }
-        return ad_emit(F, "s", tup ? P_TUPLE : P_RECORD, t, c, n, 0);
-    }
-    if (elem_of(t)->kind == TY_F32)
-        s = emit1(F, "s", P_TO_F32, type_f32(), s, 0);
-    return emit2(F, "g", P_MUL, t, s, v);
-}
-
-/* A sample of N(0, I) on T(t) drawn from key k. */
-static CAtom *normal_like(AdFwd *F, CAtom *k, Type *t, CAtom *x)
-{
-    t = rs(t);
-    if (ad_tangent_trivial(t))
-        return ad_zero(F, t, x);
-    switch (t->kind) {
-    case TY_FLOAT: case TY_F32:
-        return emit1(F, "v", P_NORMAL, t, k, 0);
-    case TY_ARRAY: {
-        if (!is_floatish(t->elem))
-            break;
-        CAtom *d[8];
-        int r = dims_of(F, x, d);
-        CAtom **xs = NEWN(CAtom *, r + 1);
-        xs[0] = k;
-        for (int i = 0; i < r; i++)
-            xs[i + 1] = d[i];
-        return ad_emit(F, "v", P_NORMAL, t, xs, r + 1, 0);
-    }
-    case TY_TUPLE: case TY_NAMED: {
-        if (t->kind == TY_NAMED && t->decl->kind != TD_RECORD)
-            break;
-        bool tup = t->kind == TY_TUPLE;
-        int n = tup ? t->nargs : t->decl->nfields;
-        CAtom **c = NEWN(CAtom *, n > 0 ? n : 1);
-        Type *kt = type_rng_key();
-        for (int i = 0; i < n; i++) {
-            Type *ct = tup ? rs(t->args[i]) : core_type_field(t, i);
-            CAtom *ks = emit1(F, "ks", P_SPLIT, type_tuple2(kt, kt), k, 0);
-            CAtom *ki = emit1(F, "k", P_PROJ, kt, ks, 0);
-            k = emit1(F, "k", P_PROJ, kt, ks, 1);
-            c[i] = normal_like(F, ki, ct, emit1(F, "c", tup ? P_PROJ : P_FIELD, ct, x, i));
-        }
-        return ad_emit(F, "v", tup ? P_TUPLE : P_RECORD, tangent_of(t), c, n, 0);
-    }
-    default:
-        break;
-    }
-    ad_error(F, F->loc, "fwdgrad cannot draw a direction in the tangent space of %s", type_to_string(t));
-    return core_atom_unit();
-}
-
-/* fwdgrad f x k = (∇f·v) v, v ~ N(0, I) from k (Baydin et al., "Gradients
- * without backpropagation", 2022); fwdgrad_dir f x v with v given
- * (Fournier et al., "Can forward gradient match backpropagation?", 2023). */
-static CAtom *form_fwdgrad(CProgram *p, CExpr *e, CBlock *b)
-{
-    AdFwd F = {.prog = p, .order = 1, .blk = b, .loc = e->loc, .ok = true};
-    CLambda *l = e->u.deriv.fn;
-    Type *a = rs(l->params[0]->type);
-    CAtom *x = e->args[0];
-    CAtom *v = e->u.deriv.kind == DERIV_FWDGRAD ? normal_like(&F, e->args[1], a, x) : e->args[1];
-    if (!F.ok)
-        return NULL;
-    CBlock *t = core_block_new();
-    CAtom *s = jvp_tangent(t, l, x, v, e->loc);
-    t->result = s;
-    if (!expand_into(p, t, b))
-        return NULL;
-    F.blk = b;
-    return scale_atom(&F, s, v);
-}
-
-CAtom *ad_forward_form(CProgram *p, CExpr *e, CBlock *b)
-{
-    ad_forward_init();
-    switch (e->u.deriv.kind) {
-    case DERIV_JVP: return form_jvp(p, e, b);
-    case DERIV_JACFWD: return form_jacfwd(p, e, b);
-    case DERIV_HESSIAN: return form_hessian(p, e, b);
-    case DERIV_HVP: return form_hvp(p, e, b);
-    case DERIV_FWDGRAD: case DERIV_FWDGRAD_DIR: return form_fwdgrad(p, e, b);
-    default: return NULL;
-    }
-}
-
-/* ---- gradients by forward mode (a cross-check of reverse mode) ---- */
-
-typedef struct GradCtx {
-    CLambda *l;
-    CAtom *x;
-    Loc loc;
-} GradCtx;
-
-static CAtom *grad_fn(void *vctx, CBlock *b, CAtom *e)
-{
-    GradCtx *c = vctx;
-    return jvp_tangent(b, c->l, c->x, e, c->loc);
-}
-
-/* grad f x = the basis map of e -> (jvp f x e).1 (one forward pass per
- * component); value_and_grad adds f x; jacrev is jacfwd. Used only when
- * DCC_AD_GRAD_BY_FORWARD is set, to check reverse mode against. */
-CAtom *ad_forward_grad_form(CProgram *p, CExpr *e, CBlock *b)
-{
-    ad_forward_init();
-    CLambda *l = e->u.deriv.fn;
-    if (e->u.deriv.kind == DERIV_JACREV)
-        return form_jacfwd(p, e, b);
-    if (e->u.deriv.kind != DERIV_GRAD && e->u.deriv.kind != DERIV_VALUE_AND_GRAD)
-        return NULL;
-    AdFwd F = {.prog = p, .order = 1, .loc = e->loc, .ok = true};
-    GradCtx c = {l, e->args[0], e->loc};
-    CBlock *t = core_block_new();
-    CAtom *g = basis_map(&F, t, l->params[0]->type, e->args[0], grad_fn, &c);
-    if (!F.ok)
-        return NULL;
-    if (e->u.deriv.kind == DERIV_VALUE_AND_GRAD) {
-        CExpr *d = core_expr(CE_DERIV, type_tuple2(type_float(), type_float()), e->loc);
-        d->u.deriv.kind = DERIV_JVP;
-        d->u.deriv.fn = core_copy_lambda(l, NULL, NULL, 0);
-        d->nargs = 2;
-        d->args = NEWN(CAtom *, 2);
-        d->args[0] = e->args[0];
-        d->args[1] = ad_zero(&(AdFwd){.prog = p, .order = 1, .blk = t, .loc = e->loc, .ok = true},
-                             l->params[0]->type, e->args[0]);
-        CAtom *r = bind_in(t, "vg", d);
-        CAtom *v = prim_in(t, "v", P_PROJ, type_float(), e->loc, &r, 1, 0);
-        CAtom *xs[2] = {v, g};
-        g = prim_in(t, "vg", P_TUPLE, e->type, e->loc, xs, 2, 0);
-    }
-    t->result = g;
-    return expand_into(p, t, b);
 }

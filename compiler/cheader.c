@@ -563,8 +563,8 @@ bool cheader_write(CProgram *p, Module *root, const char *path, const char *sour
         Type *ft = w.funcs.data[i];
         Type *pt[1] = {ft->args[0]};
         const char *names[1] = {"x"};
-        sb_printf(&b, "/* applies a closure of type %s */\nint %s(dl_closure *f%s", type_to_string(ft),
-                  cview_call_name(m, ft), "");
+        sb_printf(&b, "/* applies a closure of type %s */\nint %s(dl_closure *f", type_to_string(ft),
+                  cview_call_name(m, ft));
         StrBuf rest = {0};
         emit_params(&rest, p, pt, names, 1, ft->args[1]);
         if (strcmp(rest.data, "void") != 0)

@@ -1,7 +1,7 @@
-/* codegen.h — private interface between codegen.c, codegen_array.c and
- * codegen_print.c (the only files of dcc that include llvm-c/). The value
- * representation and the ownership rules are described at the top of
- * codegen.c. */
+/* codegen.h — private interface between the files of the LLVM back end
+ * (codegen*.c, the only files of dcc that include llvm-c/). The value
+ * representation is described at the top of codegen.c, the ownership rules
+ * at the top of codegen_mem.c. */
 #ifndef DCC_CODEGEN_H
 #define DCC_CODEGEN_H
 
@@ -93,19 +93,26 @@ enum { CG_TBAA_HEADER, CG_TBAA_F64, CG_TBAA_F32, CG_TBAA_I64, CG_TBAA_BOOL, CG_T
 /* Tags a load or store with a TBAA access type (returns inst). */
 LLVMValueRef cg_tbaa(Cg *cg, LLVMValueRef inst, int kind);
 
-/* ---- codegen.c: types, helpers, ownership */
+/* ---- codegen.c: types, helpers, debug information */
 Type *cg_norm(Type *t);                 /* resolves links, flattens [][]a */
+Type *cg_mk_type(TypeKind k);           /* a new type node of kind k */
 CgType *cg_tinfo(Cg *cg, Type *t);
 LLVMTypeRef cg_type(Cg *cg, Type *t);
 bool cg_is_rc(Cg *cg, Type *t);
+bool cg_is_variant(Type *t);
 /* Field types of a record, constructor argument types of a variant (NULL for
  * nullary), instantiated at the type's arguments. */
 Type *cg_record_field(Type *t, int i);
 Type *cg_con_arg(Type *t, int con);
+/* Element type and rank of an array type. */
+Type *cg_elem(Type *t);
+int cg_rank(Type *t);
 int64_t cg_sizeof(Cg *cg, LLVMTypeRef t);
 
 void *cg_map_get(Cg *cg, const void *key);
 void cg_map_put(Cg *cg, const void *key, void *val);
+/* A map key built from a string: interned, so equal strings are one key. */
+const void *cg_skey(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 LLVMValueRef cg_rt(Cg *cg, const char *name, LLVMTypeRef *fty); /* runtime function */
 LLVMValueRef cg_call_rt(Cg *cg, const char *name, LLVMValueRef *args, int n);
@@ -123,9 +130,6 @@ LLVMValueRef cg_intrinsic(Cg *cg, const char *name, LLVMTypeRef *types, int ntyp
                           LLVMValueRef *args, int nargs);
 LLVMValueRef cg_call(Cg *cg, LLVMValueRef fn, LLVMValueRef *args, int n);
 
-void cg_retain(Cg *cg, Type *t, LLVMValueRef v);
-void cg_release(Cg *cg, Type *t, LLVMValueRef v);
-
 /* Helper functions are generated with the builder saved and restored. */
 typedef struct CgSaved {
     LLVMBasicBlockRef block;
@@ -137,25 +141,6 @@ typedef struct CgSaved {
 LLVMValueRef cg_helper_begin(Cg *cg, const char *name, LLVMTypeRef fty, CgSaved *saved);
 void cg_helper_end(Cg *cg, CgSaved *saved);
 
-LLVMValueRef cg_key_to_i64(Cg *cg, LLVMValueRef k); /* dl_key as passed to C */
-int cg_uses_in(CExpr *e, CVar *v); /* occurrences of v in e, nested blocks too */
-/* Binds a variable to a (borrowed) value. */
-void cg_set_var(Cg *cg, CVar *v, LLVMValueRef x);
-/* Operands of the expression being emitted. */
-LLVMValueRef cg_atom(Cg *cg, CAtom *a);
-/* An owned reference to the atom's value: moves an owned variable at its last
- * use, otherwise retains. */
-LLVMValueRef cg_take(Cg *cg, CAtom *a);
-/* Emits a block; pre-owned variables (loop state) are released by it. The
- * result is owned. */
-LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **preowned, int npre);
-/* Scalar primitive on scalar operands (also the body of elementwise loops). */
-LLVMValueRef cg_scalar_prim(Cg *cg, Prim op, int64_t imm, Type *rt, Type **at,
-                            LLVMValueRef *v, int n, Loc loc);
-/* Calls a closure value with one argument; the result is owned. */
-LLVMValueRef cg_apply_closure(Cg *cg, Type *fty, LLVMValueRef clo, LLVMValueRef arg);
-/* Structural equality of two values of type t. */
-LLVMValueRef cg_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
 /* Refcounted strings: a pointer to the characters, the count 8 bytes before. */
 LLVMValueRef cg_string_new(Cg *cg, LLVMValueRef len); /* uninitialised, NUL at len */
 /* Loops over 0..n-1 with i64 counter; cg_loop_end closes the loop. */
@@ -167,29 +152,94 @@ LLVMValueRef cg_loop_begin(Cg *cg, CgLoop *l, LLVMValueRef lo, LLVMValueRef n);
 void cg_loop_end(Cg *cg, CgLoop *l);
 void cg_error(Cg *cg, Loc loc, const char *msg); /* raises a run-time error */
 
+/* Debug information (-g; no-ops without): the subprogram of a function, the
+ * source position of the code emitted next. */
+LLVMMetadataRef cg_di_subprogram(Cg *cg, const char *name, const char *linkage, Loc loc, bool local);
+void cg_set_loc(Cg *cg, Loc loc);
+
+/* ---- codegen_mem.c: reference counts, uses, blocks and ownership */
+void cg_retain(Cg *cg, Type *t, LLVMValueRef v);
+void cg_release(Cg *cg, Type *t, LLVMValueRef v);
+int cg_uses_in(CExpr *e, CVar *v); /* occurrences of v in e, nested blocks too */
+/* Free variables of a lambda, in order of first use. */
+CVar **cg_free_vars(Cg *cg, CLambda *l, int *n);
+/* Binds a variable to a (borrowed) value. */
+void cg_set_var(Cg *cg, CVar *v, LLVMValueRef x);
+/* Operands of the expression being emitted. */
+LLVMValueRef cg_atom(Cg *cg, CAtom *a);
+/* An owned reference to the atom's value: moves an owned variable at its last
+ * use, otherwise retains. */
+LLVMValueRef cg_take(Cg *cg, CAtom *a);
+/* Emits a block; pre-owned variables (loop state) are released by it. The
+ * result is owned. */
+LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **preowned, int npre);
+
+/* ---- codegen_expr.c: expressions, control flow, closures */
+/* The value of one Core expression (owned). */
+LLVMValueRef cg_emit_expr(Cg *cg, CExpr *e);
+/* The LLVM function of a top-level function (declared on first use). */
+LLVMValueRef cg_fun_decl(Cg *cg, CFun *f);
+/* A top-level function as a value: an immortal closure cell. */
+LLVMValueRef cg_fun_value(Cg *cg, CFun *f);
+/* Emits the bodies of the lambdas met so far (and of those inside them). */
+void cg_emit_pending_all(Cg *cg);
+/* The cell type of a variant's constructor con. */
+LLVMTypeRef cg_variant_cell_type(Cg *cg, Type *t, int con);
+/* Scalar primitive on scalar operands (also the body of elementwise loops). */
+LLVMValueRef cg_scalar_prim(Cg *cg, Prim op, int64_t imm, Type *rt, Type **at,
+                            LLVMValueRef *v, int n, Loc loc);
+/* Calls a closure value with one argument; the result is owned. */
+LLVMValueRef cg_apply_closure(Cg *cg, Type *fty, LLVMValueRef clo, LLVMValueRef arg);
+/* Structural equality of two values of type t. */
+LLVMValueRef cg_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_key_to_i64(Cg *cg, LLVMValueRef k); /* dl_key as passed to C */
+LLVMValueRef cg_i64_to_key(Cg *cg, LLVMValueRef x); /* and back */
+
+/* ---- codegen_export.c: the C view of exports */
+void cg_emit_export(Cg *cg, CFun *f);  /* the wrapper and release function of an export */
+void cg_emit_export_closures(Cg *cg);  /* call wrappers of closure types at the boundary */
+
 /* ---- codegen_array.c */
+/* Fields of struct dl_array (dlrt.h), for cg_arr_field. */
+enum { CG_ARR_RC = 0, CG_ARR_DTYPE, CG_ARR_RANK, CG_ARR_ESIZE, CG_ARR_SIZE, CG_ARR_SHAPE, CG_ARR_DATA };
 int cg_dtype(Type *elem);                 /* DL_F64 ... DL_BYTES */
+bool cg_is_array(Type *t);
+bool cg_is_scalar(Type *t);               /* int, float, f32, bool */
 LLVMValueRef cg_arr_field(Cg *cg, LLVMValueRef a, int field); /* loaded */
 LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a);
 LLVMValueRef cg_arr_dim(Cg *cg, LLVMValueRef a, LLVMValueRef axis);
 LLVMValueRef cg_arr_dimk(Cg *cg, LLVMValueRef a, int axis);
 LLVMValueRef cg_arr_size(Cg *cg, LLVMValueRef a);
+LLVMValueRef cg_shape_ptr(Cg *cg, LLVMValueRef a); /* address of the shape */
 /* A new array of element type elem with rank dims (i64 values). */
 LLVMValueRef cg_arr_new(Cg *cg, Type *elem, int rank, LLVMValueRef *dims);
 LLVMValueRef cg_elem_load(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i);
 void cg_elem_store(Cg *cg, Type *elem, LLVMValueRef data, LLVMValueRef i, LLVMValueRef v);
+/* Raises the run-time error fmt (with vals) at loc unless ok. */
+void cg_check(Cg *cg, LLVMValueRef ok, Loc loc, const char *fmt, LLVMValueRef *vals, int n);
+void cg_check_dim(Cg *cg, LLVMValueRef n, Loc loc, const char *what); /* n >= 0 */
+/* Scalars: 0 and 1 of a type, a conversion between scalar types. */
+LLVMValueRef cg_zero_of(Cg *cg, Type *t);
+LLVMValueRef cg_one_of(Cg *cg, Type *t);
+LLVMValueRef cg_convert(Cg *cg, LLVMValueRef v, Type *from, Type *to);
 LLVMValueRef cg_array_prim(Cg *cg, CExpr *e);
-/* Loop fusion: may e be computed inside its only consumer, and may that be c? */
-bool cg_producer(CExpr *e);
-bool cg_fusable(CExpr *p, CExpr *c, CVar *v);
 LLVMValueRef cg_soac(Cg *cg, CExpr *e);
 bool cg_prim_is_array(CExpr *e);
 void cg_array_release_elems(Cg *cg, Type *elem, LLVMValueRef arr);
 void cg_array_retain_elems(Cg *cg, Type *elem, LLVMValueRef arr);
+
+/* ---- codegen_fuse.c: elementwise primitives as fused loops */
+/* Loop fusion: may e be computed inside its only consumer, and may that be c? */
+bool cg_producer(CExpr *e);
+bool cg_fusable(CExpr *p, CExpr *c, CVar *v);
+bool cg_scalar_map(CExpr *e);   /* map over vectors giving a vector of scalars */
+bool cg_scalar_fold(CExpr *e);  /* reduce/fold over a vector of scalars */
+LLVMValueRef cg_elementwise(Cg *cg, CExpr *e);
+/* An elementwise primitive, a map of scalars: a new array. */
+LLVMValueRef cg_fused_store(Cg *cg, CExpr *e, const char *opname);
+LLVMValueRef cg_reduce_all(Cg *cg, CExpr *e);  /* sum, prod, mean, maximum, minimum */
+LLVMValueRef cg_fused_fold(Cg *cg, CExpr *e);  /* reduce/fold of scalars */
 LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
-/* Element type and rank of an array type. */
-Type *cg_elem(Type *t);
-int cg_rank(Type *t);
 
 /* ---- codegen_print.c */
 /* Prints v of type t; nested: strings quoted (inside other values). */

@@ -1,22 +1,19 @@
 /* codegen_array.c — array primitives and SOACs as generated loops.
  *
  * Arrays are libdlrt's dl_array (dense, row-major, contiguous); see the top
- * of codegen.c for the representation. Elementwise primitives follow NumPy
- * broadcasting (numpy.org/doc/stable/user/basics.broadcasting.html): shapes
- * are aligned on the right, a dimension of 1 stretches. When the operands
- * have one shape (the common case) the loop is a single flat loop over
- * contiguous data that LLVM's loop vectoriser handles; otherwise an outer
- * loop walks the rows of the result and an inner loop its last axis, with a
- * stride of 0 along broadcast axes. map/reduce/fold/scan/filter inline their
- * lambda's body into the loop. Matrix products go to CBLAS via libdlrt.
- * Index and shape errors call libdlrt with the expression's source position. */
+ * of codegen.c for the representation. This file has the basics (headers,
+ * elements, checks, building arrays of unknown length), reductions along an
+ * axis, construction, indexing and update, matrix products (CBLAS via
+ * libdlrt for floats), the dispatch of array primitives and the SOACs:
+ * map/reduce/fold/scan/filter inline their lambda's body into the loop.
+ * Elementwise primitives and the fusion of producers into their consumers'
+ * loops are in codegen_fuse.c. Index and shape errors call libdlrt with the
+ * expression's source position. */
 #include "codegen.h"
 
 #include <string.h>
 
 /* ------------------------------------------------------------ basics */
-
-enum { F_RC = 0, F_DTYPE, F_RANK, F_ESIZE, F_SIZE, F_SHAPE, F_DATA };
 
 int cg_dtype(Type *elem)
 {
@@ -29,9 +26,9 @@ int cg_dtype(Type *elem)
     }
 }
 
-static bool is_array(Type *t) { return cg_norm(t)->kind == TY_ARRAY; }
+bool cg_is_array(Type *t) { return cg_norm(t)->kind == TY_ARRAY; }
 
-static bool is_scalar(Type *t)
+bool cg_is_scalar(Type *t)
 {
     TypeKind k = cg_norm(t)->kind;
     return k == TY_FLOAT || k == TY_F32 || k == TY_INT || k == TY_BOOL;
@@ -40,22 +37,22 @@ static bool is_scalar(Type *t)
 LLVMValueRef cg_arr_field(Cg *cg, LLVMValueRef a, int field)
 {
     static const int is64[] = {1, 0, 0, 1, 1, 1, 0};
-    LLVMTypeRef t = field == F_DATA ? cg->t_ptr : is64[field] ? cg->t_i64 : cg->t_i32;
+    LLVMTypeRef t = field == CG_ARR_DATA ? cg->t_ptr : is64[field] ? cg->t_i64 : cg->t_i32;
     return cg_tbaa(cg, LLVMBuildLoad2(cg->b, t, LLVMBuildStructGEP2(cg->b, cg->t_array, a, (unsigned)field, ""), ""),
                    CG_TBAA_HEADER);
 }
 
-LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, F_DATA); }
-LLVMValueRef cg_arr_size(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, F_SIZE); }
+LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, CG_ARR_DATA); }
+LLVMValueRef cg_arr_size(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, CG_ARR_SIZE); }
 
-static LLVMValueRef shape_ptr(Cg *cg, LLVMValueRef a)
+LLVMValueRef cg_shape_ptr(Cg *cg, LLVMValueRef a)
 {
-    return LLVMBuildStructGEP2(cg->b, cg->t_array, a, F_SHAPE, "shape");
+    return LLVMBuildStructGEP2(cg->b, cg->t_array, a, CG_ARR_SHAPE, "shape");
 }
 
 LLVMValueRef cg_arr_dim(Cg *cg, LLVMValueRef a, LLVMValueRef axis)
 {
-    LLVMValueRef p = LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, a), &axis, 1, "");
+    LLVMValueRef p = LLVMBuildGEP2(cg->b, cg->t_i64, cg_shape_ptr(cg, a), &axis, 1, "");
     return cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, p, "dim"), CG_TBAA_HEADER);
 }
 
@@ -143,7 +140,7 @@ static void raise_fmt(Cg *cg, Loc loc, const char *fmt, LLVMValueRef *vals, int 
 }
 
 /* if (!ok) error; continues in a new block */
-static void check(Cg *cg, LLVMValueRef ok, Loc loc, const char *fmt, LLVMValueRef *vals, int n)
+void cg_check(Cg *cg, LLVMValueRef ok, Loc loc, const char *fmt, LLVMValueRef *vals, int n)
 {
     LLVMBasicBlockRef bad = cg_block(cg, "check.fail"), good = cg_block(cg, "check.ok");
     LLVMBuildCondBr(cg->b, ok, good, bad);
@@ -152,9 +149,9 @@ static void check(Cg *cg, LLVMValueRef ok, Loc loc, const char *fmt, LLVMValueRe
     LLVMPositionBuilderAtEnd(cg->b, good);
 }
 
-static void check_dim(Cg *cg, LLVMValueRef n, Loc loc, const char *what)
+void cg_check_dim(Cg *cg, LLVMValueRef n, Loc loc, const char *what)
 {
-    check(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, n, cg_i64(cg, 0), ""), loc,
+    cg_check(cg, LLVMBuildICmp(cg->b, LLVMIntSGE, n, cg_i64(cg, 0), ""), loc,
           arena_printf(dcc_arena, "%s: negative dimension %%lld", what), &n, 1);
 }
 
@@ -182,7 +179,7 @@ static void check_same_shape(Cg *cg, LLVMValueRef a, int ra, LLVMValueRef b, int
     LLVMBuildCondBr(cg->b, ok, good, bad);
     LLVMPositionBuilderAtEnd(cg->b, bad);
     cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, loc), cg_cstr(cg, op), cg_i32(cg, ra),
-                                                      shape_ptr(cg, a), cg_i32(cg, rb), shape_ptr(cg, b)}, 6);
+                                                      cg_shape_ptr(cg, a), cg_i32(cg, rb), cg_shape_ptr(cg, b)}, 6);
     LLVMBuildUnreachable(cg->b);
     LLVMPositionBuilderAtEnd(cg->b, good);
 }
@@ -246,7 +243,7 @@ static LLVMValueRef arr_unique(Cg *cg, Type *elem, LLVMValueRef a)
         return cg_call_rt(cg, "dl_array_unique", &a, 1);
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
     LLVMBasicBlockRef cp = cg_block(cg, "copy"), done = cg_block(cg, "unique");
-    LLVMValueRef rc = cg_arr_field(cg, a, F_RC);
+    LLVMValueRef rc = cg_arr_field(cg, a, CG_ARR_RC);
     LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, rc, cg_i64(cg, 1), ""), done, cp);
     LLVMPositionBuilderAtEnd(cg->b, cp);
     LLVMValueRef c = cg_call_rt(cg, "dl_array_copy", &a, 1);
@@ -344,10 +341,10 @@ static void build_put(Cg *cg, ArrBuild *ab, LLVMValueRef i, LLVMValueRef v)
     LLVMBasicBlockRef bad = cg_block(cg, "ragged"), good = cg_block(cg, "same");
     LLVMBuildCondBr(cg->b, ok, good, bad);
     LLVMPositionBuilderAtEnd(cg->b, bad);
-    LLVMValueRef rs = LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, r), (LLVMValueRef[]){cg_i64(cg, 1)}, 1, "");
+    LLVMValueRef rs = LLVMBuildGEP2(cg->b, cg->t_i64, cg_shape_ptr(cg, r), (LLVMValueRef[]){cg_i64(cg, 1)}, 1, "");
     cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, ab->loc), cg_cstr(cg, ab->op),
                                                       cg_i32(cg, ab->vrank), rs, cg_i32(cg, ab->vrank),
-                                                      shape_ptr(cg, v)}, 6);
+                                                      cg_shape_ptr(cg, v)}, 6);
     LLVMBuildUnreachable(cg->b);
     LLVMPositionBuilderAtEnd(cg->b, good);
     LLVMValueRef m = inner_size(cg, v, 0, ab->vrank);
@@ -404,12 +401,12 @@ static LLVMValueRef load_slot(Cg *cg, LLVMTypeRef t, LLVMValueRef slot)
     return LLVMBuildLoad2(cg->b, t, slot, "");
 }
 
-static LLVMValueRef zero_of(Cg *cg, Type *t)
+LLVMValueRef cg_zero_of(Cg *cg, Type *t)
 {
     return LLVMConstNull(cg_type(cg, t));
 }
 
-static LLVMValueRef one_of(Cg *cg, Type *t)
+LLVMValueRef cg_one_of(Cg *cg, Type *t)
 {
     t = cg_norm(t);
     if (t->kind == TY_FLOAT || t->kind == TY_F32)
@@ -418,7 +415,7 @@ static LLVMValueRef one_of(Cg *cg, Type *t)
 }
 
 /* Converts a scalar element to the scalar type `to` (int to float...). */
-static LLVMValueRef convert(Cg *cg, LLVMValueRef v, Type *from, Type *to)
+LLVMValueRef cg_convert(Cg *cg, LLVMValueRef v, Type *from, Type *to)
 {
     from = cg_norm(from);
     to = cg_norm(to);
@@ -426,668 +423,6 @@ static LLVMValueRef convert(Cg *cg, LLVMValueRef v, Type *from, Type *to)
         return v;
     Prim p = to->kind == TY_FLOAT ? P_TO_FLOAT : to->kind == TY_F32 ? P_TO_F32 : P_TO_INT;
     return cg_scalar_prim(cg, p, 0, to, &from, &v, 1, loc_none);
-}
-
-/* ------------------------------------------------------------ elementwise */
-
-static const char *op_spell(Prim op)
-{
-    switch (op) {
-    case P_ADD: return "+";
-    case P_SUB: return "-";
-    case P_MUL: return "*";
-    case P_DIV: return "/";
-    case P_MOD: return "%";
-    case P_POW: return "^";
-    case P_EQ: return "==";
-    case P_NE: return "!=";
-    case P_LT: return "<";
-    case P_LE: return "<=";
-    case P_GT: return ">";
-    case P_GE: return ">=";
-    default: return core_prims[op].name;
-    }
-}
-
-/* ------------------------------------------------------------ fused loops
- *
- * Elementwise primitives, iota, and map over vectors with scalar results
- * are computed inside the loop of the operation that consumes them when the
- * consumer is their only use (cg_emit_block decides, see cg_fusable): an
- * expression tree (GNode) is evaluated per element of the result, reading
- * the materialised arrays at its leaves. The shape of the result is the
- * broadcast of the shapes of all leaves, which is the shape the unfused
- * operations would give (broadcasting composes), so `sum (x * y)`,
- * `0.5 * x + y` and `sum (map f (iota n))` are each a single loop. */
-
-enum { G_LEAF, G_IOTA, G_SCALAR, G_PRIM, G_MAP };
-
-typedef struct GNode GNode;
-struct GNode {
-    int kind;
-    Type *elem;          /* the scalar type of its elements */
-    int rank;            /* G_LEAF, G_IOTA: static rank of the source */
-    LLVMValueRef val;    /* G_LEAF: the array; G_IOTA: n; G_SCALAR: the value */
-    CExpr *e;            /* G_PRIM, G_MAP */
-    CAtom *atom;         /* G_LEAF */
-    GNode *kid[8];
-    int nkid;
-    /* loop state of sources */
-    LLVMValueRef data, shape, off, stride[8];
-};
-
-typedef struct GTree {
-    GNode *src[32];
-    int nsrc;
-} GTree;
-
-static bool pure_block(CBlock *b);
-
-static bool pure_expr(CExpr *e)
-{
-    switch (e->kind) {
-    case CE_ATOM:
-    case CE_LAMBDA:
-        return true;
-    case CE_PRIM:
-        return !(core_prims[e->u.prim.op].flags & PRIM_EFFECT);
-    case CE_IF:
-        return pure_block(e->u.if_.then_) && pure_block(e->u.if_.else_);
-    case CE_CASE:
-        for (int i = 0; i < e->u.case_.nalts; i++)
-            if (!pure_block(e->u.case_.alts[i].body))
-                return false;
-        return true;
-    case CE_LOOP:
-        return (!e->u.loop.cond || pure_block(e->u.loop.cond)) && pure_block(e->u.loop.body);
-    case CE_SOAC:
-        return pure_block(e->u.soac.fn->body);
-    default:
-        return false;
-    }
-}
-
-static bool pure_block(CBlock *b)
-{
-    for (int i = 0; i < b->nbinds; i++)
-        if (!pure_expr(b->binds[i].e))
-            return false;
-    return true;
-}
-
-/* map over vectors giving a vector of scalars */
-static bool scalar_map(CExpr *e)
-{
-    if (e->kind != CE_SOAC || e->u.soac.kind != SOAC_MAP)
-        return false;
-    Type *rt = cg_norm(e->type);
-    if (rt->kind != TY_ARRAY || rt->rank != 1 || !is_scalar(rt->elem) || e->nargs > 8)
-        return false;
-    for (int i = 0; i < e->nargs; i++) {
-        Type *t = cg_norm(core_atom_type(e->args[i]));
-        if (t->kind != TY_ARRAY || t->rank != 1 || !is_scalar(t->elem))
-            return false;
-    }
-    return true;
-}
-
-static bool elementwise_prim(CExpr *e)
-{
-    if (e->kind != CE_PRIM || !(core_prims[e->u.prim.op].flags & PRIM_ELEMENTWISE) || e->nargs > 8)
-        return false;
-    Type *rt = cg_norm(e->type);
-    return rt->kind == TY_ARRAY && is_scalar(rt->elem);
-}
-
-static bool reduction_prim(CExpr *e)
-{
-    if (e->kind != CE_PRIM)
-        return false;
-    Prim op = e->u.prim.op;
-    return (op == P_SUM || op == P_PROD || op == P_MEAN || op == P_MAXIMUM || op == P_MINIMUM) &&
-           is_scalar(e->type) && is_array(core_atom_type(e->args[0])) && is_scalar(cg_elem(core_atom_type(e->args[0])));
-}
-
-/* reduce/fold over a vector of scalars */
-static bool scalar_fold(CExpr *e)
-{
-    if (e->kind != CE_SOAC || (e->u.soac.kind != SOAC_REDUCE && e->u.soac.kind != SOAC_FOLD))
-        return false;
-    Type *t = cg_norm(core_atom_type(e->args[1]));
-    return t->kind == TY_ARRAY && t->rank == 1 && is_scalar(t->elem);
-}
-
-bool cg_producer(CExpr *e)
-{
-    if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA)
-        return true;
-    if (elementwise_prim(e))
-        return true;
-    return scalar_map(e) && pure_block(e->u.soac.fn->body);
-}
-
-/* May producer p (bound to v, used once) be computed inside consumer c? */
-bool cg_fusable(CExpr *p, CExpr *c, CVar *v)
-{
-    int prank = cg_rank(p->type);
-    bool source = p->kind == CE_PRIM && p->u.prim.op == P_IOTA;
-    if (elementwise_prim(c))
-        return prank == cg_rank(c->type);
-    if (reduction_prim(c))
-        return true;
-    if (scalar_map(c))
-        return prank == 1 && (c->nargs == 1 || source);
-    if (scalar_fold(c))
-        return prank == 1 && c->args[1]->kind == CA_VAR && c->args[1]->u.var == v &&
-               !(c->args[0]->kind == CA_VAR && c->args[0]->u.var == v);
-    return false;
-}
-
-static GNode *gexpr(Cg *cg, CExpr *e);
-
-static GNode *gatom(Cg *cg, CAtom *a)
-{
-    if (a->kind == CA_VAR && a->u.var->id < cg->nvar && cg->defer[a->u.var->id])
-        return gexpr(cg, cg->defer[a->u.var->id]);
-    GNode *g = NEW(GNode);
-    Type *t = cg_norm(core_atom_type(a));
-    g->val = cg_atom(cg, a);
-    g->atom = a;
-    if (t->kind == TY_ARRAY) {
-        g->kind = G_LEAF;
-        g->elem = t->elem;
-        g->rank = t->rank;
-    } else {
-        g->kind = G_SCALAR;
-        g->elem = t;
-    }
-    return g;
-}
-
-static GNode *gexpr(Cg *cg, CExpr *e)
-{
-    GNode *g = NEW(GNode);
-    g->e = e;
-    if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA) {
-        g->kind = G_IOTA;
-        g->elem = cg_elem(e->type);
-        g->rank = 1;
-        g->val = cg_atom(cg, e->args[0]);
-        check_dim(cg, g->val, e->loc, "iota");
-        return g;
-    }
-    g->kind = e->kind == CE_SOAC ? G_MAP : G_PRIM;
-    g->elem = cg_elem(e->type);
-    g->nkid = e->nargs;
-    for (int i = 0; i < e->nargs; i++)
-        g->kid[i] = gatom(cg, e->args[i]);
-    return g;
-}
-
-static void gsources(GNode *g, GTree *t)
-{
-    if (g->kind == G_LEAF || g->kind == G_IOTA) {
-        if (t->nsrc < 32)
-            t->src[t->nsrc++] = g;
-        else
-            fatal("internal error: codegen: too many arrays in one fused loop");
-        return;
-    }
-    for (int i = 0; i < g->nkid; i++)
-        gsources(g->kid[i], t);
-}
-
-/* map2/map3 need operands of one length (checked before the loop). */
-static void gcheck_maps(Cg *cg, GNode *g)
-{
-    for (int i = 0; i < g->nkid; i++)
-        gcheck_maps(cg, g->kid[i]);
-    if (g->kind != G_MAP || g->nkid < 2)
-        return;
-    GNode *a = g->kid[0];
-    for (int i = 1; i < g->nkid; i++) {
-        GNode *b = g->kid[i];
-        if ((a->kind != G_LEAF && a->kind != G_IOTA) || (b->kind != G_LEAF && b->kind != G_IOTA))
-            continue; /* cg_fusable keeps other operands out */
-        LLVMValueRef la = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, a->shape, ""), CG_TBAA_HEADER);
-        LLVMValueRef lb = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64, b->shape, ""), CG_TBAA_HEADER);
-        LLVMBasicBlockRef bad = cg_block(cg, "map.fail"), good = cg_block(cg, "map.ok");
-        LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, la, lb, ""), good, bad);
-        LLVMPositionBuilderAtEnd(cg->b, bad);
-        const char *op = g->nkid == 2 ? "map2" : g->nkid == 3 ? "map3" : "map";
-        cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, g->e->loc), cg_cstr(cg, op), cg_i32(cg, 1),
-                                                          a->shape, cg_i32(cg, 1), b->shape}, 6);
-        LLVMBuildUnreachable(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, good);
-    }
-}
-
-static LLVMValueRef geval(Cg *cg, GNode *g)
-{
-    switch (g->kind) {
-    case G_LEAF:
-        return cg_elem_load(cg, g->elem, g->data, g->off);
-    case G_IOTA: {
-        Type *it = NEW(Type);
-        it->kind = TY_INT;
-        return convert(cg, g->off, it, g->elem);
-    }
-    case G_SCALAR:
-        return g->val;
-    case G_PRIM: {
-        LLVMValueRef v[8];
-        Type *t[8];
-        for (int i = 0; i < g->nkid; i++) {
-            v[i] = geval(cg, g->kid[i]);
-            t[i] = g->kid[i]->elem;
-        }
-        return cg_scalar_prim(cg, g->e->u.prim.op, g->e->u.prim.imm, g->elem, t, v, g->nkid, g->e->loc);
-    }
-    case G_MAP: {
-        CLambda *fn = g->e->u.soac.fn;
-        for (int i = 0; i < g->nkid; i++)
-            cg_set_var(cg, fn->params[i], geval(cg, g->kid[i]));
-        return cg_emit_block(cg, fn->body, NULL, 0);
-    }
-    }
-    return NULL;
-}
-
-/* What happens to each element: stored into a new array, or folded. */
-typedef struct GSink GSink;
-struct GSink {
-    void (*begin)(Cg *cg, GSink *s, int rank, LLVMValueRef *dims);
-    void (*put)(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v);
-    Type *elem;
-    LLVMValueRef out, data, acc, count;
-    Prim op;
-    CExpr *e;
-    GNode *reuse;          /* store: an operand whose block may hold the result */
-    LLVMValueRef reused;   /* i1: it does */
-};
-
-/* The elementwise operation whose operands a shape error is about: the
- * first in the tree (what the unfused code would have reported). */
-static GNode *first_prim(GNode *g)
-{
-    if (g->kind == G_PRIM && g->e->nargs > 1)
-        return g;
-    for (int i = 0; i < g->nkid; i++) {
-        GNode *p = first_prim(g->kid[i]);
-        if (p)
-            return p;
-    }
-    return NULL;
-}
-
-/* Runs the loop over the broadcast shape of the tree's sources (rank R). */
-static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, GSink *sink)
-{
-    GNode *fp = first_prim(root);
-    if (fp) {
-        opname = op_spell(fp->e->u.prim.op);
-        loc = fp->e->loc;
-    }
-    GTree t = {0};
-    gsources(root, &t);
-    for (int k = 0; k < t.nsrc; k++) {
-        GNode *s = t.src[k];
-        if (s->kind == G_LEAF) {
-            s->shape = shape_ptr(cg, s->val);
-            s->data = cg_arr_data(cg, s->val);
-        } else {
-            s->shape = cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "iota.shape");
-            LLVMBuildStore(cg->b, s->val, s->shape);
-        }
-    }
-    gcheck_maps(cg, root);
-    /* the shape of the result */
-    LLVMValueRef dims[8];
-    GNode *full = NULL; /* a source of rank R, when only one source */
-    if (t.nsrc == 1 && t.src[0]->rank == R)
-        full = t.src[0];
-    if (full) {
-        for (int j = 0; j < R; j++)
-            dims[j] = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
-                                                 LLVMBuildGEP2(cg->b, cg->t_i64, full->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "dim"),
-                              CG_TBAA_HEADER);
-    } else {
-        LLVMValueRef buf[2] = {cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape"),
-                               cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape")};
-        LLVMValueRef cur = t.src[0]->shape;
-        LLVMValueRef crank = cg_i32(cg, t.src[0]->rank);
-        int which = 0;
-        for (int k = 1; k < t.nsrc; k++) {
-            crank = cg_call_rt(cg, "dl_broadcast_shapes",
-                               (LLVMValueRef[]){crank, cur, cg_i32(cg, t.src[k]->rank), t.src[k]->shape,
-                                                cg_cstr(cg, opname), buf[which], cg_srcloc(cg, loc)}, 7);
-            cur = buf[which];
-            which ^= 1;
-        }
-        int r0 = t.src[0]->rank;
-        for (int j = 0; j < R; j++) {
-            if (t.nsrc > 1)
-                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64, LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "");
-            else if (j - (R - r0) >= 0)
-                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64,
-                                         LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j - (R - r0))}, 1, ""), "");
-            else
-                dims[j] = cg_i64(cg, 1);
-        }
-    }
-    sink->begin(cg, sink, R, dims);
-    LLVMValueRef total = cg_i64(cg, 1);
-    for (int j = 0; j < R; j++)
-        total = LLVMBuildMul(cg->b, total, dims[j], "");
-
-    /* flat when every source has the full shape */
-    bool maybe_flat = true;
-    for (int k = 0; k < t.nsrc; k++)
-        maybe_flat &= t.src[k]->rank == R;
-    LLVMValueRef same = LLVMConstInt(cg->t_i1, maybe_flat, 0);
-    if (maybe_flat && !full)
-        for (int k = 0; k < t.nsrc; k++)
-            for (int j = 0; j < R; j++) {
-                LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
-                                                            LLVMBuildGEP2(cg->b, cg->t_i64, t.src[k]->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), ""),
-                                         CG_TBAA_HEADER);
-                same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, d, dims[j], ""), "");
-            }
-    LLVMBasicBlockRef done = cg_block(cg, "fused.done");
-    if (maybe_flat) {
-        LLVMBasicBlockRef flat = cg_block(cg, "fused.flat"), general = cg_block(cg, "fused.bcast");
-        if (full)
-            LLVMBuildBr(cg->b, flat);
-        else
-            LLVMBuildCondBr(cg->b, same, flat, general);
-        LLVMPositionBuilderAtEnd(cg->b, flat);
-        CgLoop l;
-        LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), total);
-        for (int k = 0; k < t.nsrc; k++)
-            t.src[k]->off = i;
-        sink->put(cg, sink, i, geval(cg, root));
-        cg_loop_end(cg, &l);
-        LLVMBuildBr(cg->b, done);
-        LLVMPositionBuilderAtEnd(cg->b, general);
-        if (full) {
-            LLVMBuildUnreachable(cg->b);
-            LLVMPositionBuilderAtEnd(cg->b, done);
-            return;
-        }
-    }
-    /* broadcasting: rows of the result, stride 0 along stretched axes */
-    for (int k = 0; k < t.nsrc; k++) {
-        GNode *s = t.src[k];
-        LLVMValueRef nat = cg_i64(cg, 1);
-        for (int j = R - 1; j >= 0; j--) {
-            int ax = j - (R - s->rank);
-            if (ax < 0) {
-                s->stride[j] = cg_i64(cg, 0);
-                continue;
-            }
-            LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
-                                                        LLVMBuildGEP2(cg->b, cg->t_i64, s->shape, (LLVMValueRef[]){cg_i64(cg, ax)}, 1, ""), ""),
-                                     CG_TBAA_HEADER);
-            s->stride[j] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, d, cg_i64(cg, 1), ""), cg_i64(cg, 0), nat, "");
-            nat = LLVMBuildMul(cg->b, nat, d, "");
-        }
-    }
-    LLVMValueRef last = dims[R - 1];
-    LLVMValueRef rows = cg_i64(cg, 1);
-    for (int j = 0; j < R - 1; j++)
-        rows = LLVMBuildMul(cg->b, rows, dims[j], "");
-    CgLoop lr;
-    LLVMValueRef r = cg_loop_begin(cg, &lr, cg_i64(cg, 0), rows);
-    LLVMValueRef base[32];
-    for (int k = 0; k < t.nsrc; k++)
-        base[k] = cg_i64(cg, 0);
-    LLVMValueRef rem = r;
-    for (int j = R - 2; j >= 0; j--) {
-        LLVMValueRef idx = LLVMBuildURem(cg->b, rem, dims[j], "");
-        rem = LLVMBuildUDiv(cg->b, rem, dims[j], "");
-        for (int k = 0; k < t.nsrc; k++)
-            base[k] = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, idx, t.src[k]->stride[j], ""), "");
-    }
-    LLVMValueRef obase = LLVMBuildMul(cg->b, r, last, "");
-    CgLoop li;
-    LLVMValueRef i = cg_loop_begin(cg, &li, cg_i64(cg, 0), last);
-    for (int k = 0; k < t.nsrc; k++)
-        t.src[k]->off = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, i, t.src[k]->stride[R - 1], ""), "");
-    sink->put(cg, sink, LLVMBuildAdd(cg->b, obase, i, ""), geval(cg, root));
-    cg_loop_end(cg, &li);
-    cg_loop_end(cg, &lr);
-    LLVMBuildBr(cg->b, done);
-    LLVMPositionBuilderAtEnd(cg->b, done);
-}
-
-static void store_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
-{
-    if (!s->reuse) {
-        s->out = cg_arr_new(cg, s->elem, rank, dims);
-        s->data = cg_arr_data(cg, s->out);
-        return;
-    }
-    /* in place when we hold the only reference and the shape is the result's */
-    LLVMValueRef a = s->reuse->val;
-    LLVMValueRef ok = LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_field(cg, a, F_RC), cg_i64(cg, 1), "");
-    for (int j = 0; j < rank; j++)
-        ok = LLVMBuildAnd(cg->b, ok, LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_dimk(cg, a, j), dims[j], ""), "");
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
-    LLVMBasicBlockRef mk = cg_block(cg, "fresh"), done = cg_block(cg, "out");
-    LLVMBuildCondBr(cg->b, ok, done, mk);
-    LLVMPositionBuilderAtEnd(cg->b, mk);
-    LLVMValueRef n = cg_arr_new(cg, s->elem, rank, dims);
-    LLVMBasicBlockRef mkend = LLVMGetInsertBlock(cg->b);
-    LLVMBuildBr(cg->b, done);
-    LLVMPositionBuilderAtEnd(cg->b, done);
-    s->out = LLVMBuildPhi(cg->b, cg->t_ptr, "out");
-    LLVMAddIncoming(s->out, (LLVMValueRef[]){a, n}, (LLVMBasicBlockRef[]){here, mkend}, 2);
-    s->reused = ok;
-    s->data = cg_arr_data(cg, s->out);
-}
-
-static int count_leaves(GNode *g, CVar *v)
-{
-    int n = g->kind == G_LEAF && g->atom->kind == CA_VAR && g->atom->u.var == v;
-    for (int i = 0; i < g->nkid; i++)
-        n += count_leaves(g->kid[i], v);
-    return n;
-}
-
-static int count_uses(GNode *g, CVar *v)
-{
-    int n = (g->kind == G_PRIM || g->kind == G_MAP) && g->e ? cg_uses_in(g->e, v) : 0;
-    for (int i = 0; i < g->nkid; i++)
-        n += count_uses(g->kid[i], v);
-    return n;
-}
-
-/* An operand array the result may overwrite: owned by the block, used for
- * the last time here, read only elementwise (never by a lambda), of the
- * result's element type and rank. It is consumed (the loop releases it
- * when it is not reused). */
-static GNode *reuse_candidate(Cg *cg, GNode *root, GNode *g, Type *elem, int R)
-{
-    if (g->kind == G_LEAF && g->atom->kind == CA_VAR && g->rank == R && cg_dtype(g->elem) == cg_dtype(elem) &&
-        cg_dtype(elem) != 5 && cg->scope) {
-        CVar *v = g->atom->u.var;
-        CgScope *sc = cg->scope;
-        if (cg->owner[v->id] == sc->serial && cg->vstate[v->id] == CG_OWNED && cg->last[v->id] == sc->cur &&
-            count_leaves(root, v) == count_uses(root, v)) {
-            cg->vstate[v->id] = CG_GONE;
-            return g;
-        }
-    }
-    for (int i = 0; i < g->nkid; i++) {
-        GNode *c = reuse_candidate(cg, root, g->kid[i], elem, R);
-        if (c)
-            return c;
-    }
-    return NULL;
-}
-
-static void store_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
-{
-    cg_elem_store(cg, s->elem, s->data, i, v);
-}
-
-/* An elementwise primitive, a map of scalars: a new array. */
-static LLVMValueRef fused_store(Cg *cg, CExpr *e, const char *opname)
-{
-    GNode *root = gexpr(cg, e);
-    GSink s = {.begin = store_begin, .put = store_put, .elem = cg_elem(e->type)};
-    if (cg->opt->opt_level > 0)
-        s.reuse = reuse_candidate(cg, root, root, s.elem, cg_rank(e->type));
-    fused_loop(cg, root, cg_rank(e->type), e->loc, opname, &s);
-    if (s.reuse) { /* the consumed operand, when its block was not reused */
-        LLVMBasicBlockRef rel = cg_block(cg, "release"), done = cg_block(cg, "released");
-        LLVMBuildCondBr(cg->b, s.reused, done, rel);
-        LLVMPositionBuilderAtEnd(cg->b, rel);
-        cg_call_rt(cg, "dl_array_release", &s.reuse->val, 1);
-        LLVMBuildBr(cg->b, done);
-        LLVMPositionBuilderAtEnd(cg->b, done);
-    }
-    return s.out;
-}
-
-static void reduce_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
-{
-    LLVMValueRef n = cg_i64(cg, 1);
-    for (int j = 0; j < rank; j++)
-        n = LLVMBuildMul(cg->b, n, dims[j], "");
-    s->count = n;
-    Type *rt = s->elem;
-    LLVMTypeRef t = cg_type(cg, rt);
-    bool fl = cg_norm(rt)->kind == TY_FLOAT || cg_norm(rt)->kind == TY_F32;
-    s->acc = cg_alloca(cg, t, "acc");
-    LLVMValueRef init;
-    switch (s->op) {
-    case P_PROD: init = one_of(cg, rt); break;
-    case P_MAXIMUM:
-    case P_MINIMUM:
-        check(cg, LLVMBuildICmp(cg->b, LLVMIntSGT, n, cg_i64(cg, 0), ""), s->e->loc,
-              s->op == P_MAXIMUM ? "maximum of an empty array" : "minimum of an empty array", NULL, 0);
-        if (fl)
-            init = LLVMConstReal(t, s->op == P_MAXIMUM ? -__builtin_inf() : __builtin_inf());
-        else if (cg_norm(rt)->kind == TY_BOOL)
-            init = LLVMConstInt(t, s->op == P_MINIMUM, 0);
-        else
-            init = cg_i64(cg, s->op == P_MAXIMUM ? INT64_MIN : INT64_MAX);
-        break;
-    default: init = zero_of(cg, rt); break;
-    }
-    LLVMBuildStore(cg->b, init, s->acc);
-}
-
-static void reduce_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
-{
-    (void)i;
-    Type *rt = s->elem;
-    LLVMTypeRef t = cg_type(cg, rt);
-    LLVMValueRef cur = LLVMBuildLoad2(cg->b, t, s->acc, "");
-    Prim op = s->op == P_PROD ? P_MUL : s->op == P_MAXIMUM ? P_MAX : s->op == P_MINIMUM ? P_MIN : P_ADD;
-    Type *tys[2] = {rt, rt};
-    LLVMValueRef r;
-    if (op == P_MAX || op == P_MIN) { /* a NaN, once in the accumulator, stays */
-        r = cg_scalar_prim(cg, op, 0, rt, tys, (LLVMValueRef[]){v, cur}, 2, s->e->loc);
-        if (cg_norm(rt)->kind == TY_FLOAT || cg_norm(rt)->kind == TY_F32)
-            r = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealUNO, cur, cur, ""), cur, r, "");
-    } else {
-        r = cg_scalar_prim(cg, op, 0, rt, tys, (LLVMValueRef[]){cur, v}, 2, s->e->loc);
-    }
-    LLVMBuildStore(cg->b, r, s->acc);
-}
-
-/* sum, prod, mean, maximum, minimum of all elements (of a fused tree). */
-static LLVMValueRef reduce_all(Cg *cg, CExpr *e)
-{
-    GNode *root = gatom(cg, e->args[0]);
-    Type *rt = cg_norm(e->type);
-    GSink s = {.begin = reduce_begin, .put = reduce_put, .elem = rt, .op = e->u.prim.op, .e = e};
-    if (!is_scalar(root->elem) || cg_norm(root->elem)->kind != rt->kind) {
-        /* e.g. mean of ints as a float: convert each element */
-        GNode *c = NEW(GNode);
-        c->kind = G_PRIM;
-        CExpr *ce = core_prim(rt->kind == TY_F32 ? P_TO_F32 : rt->kind == TY_INT ? P_TO_INT : P_TO_FLOAT, rt, e->loc,
-                              NULL, 0, 0);
-        c->e = ce;
-        c->elem = rt;
-        c->kid[0] = root;
-        c->nkid = 1;
-        root = c;
-    }
-    int R = root->kind == G_LEAF ? root->rank : cg_rank(core_atom_type(e->args[0]));
-    fused_loop(cg, root, R, e->loc, core_prims[e->u.prim.op].name, &s);
-    LLVMValueRef r = LLVMBuildLoad2(cg->b, cg_type(cg, rt), s.acc, "");
-    if (e->u.prim.op == P_MEAN) {
-        Type *it = NEW(Type);
-        it->kind = TY_INT;
-        Type *tys[2] = {rt, rt};
-        r = cg_scalar_prim(cg, P_DIV, 0, rt, tys, (LLVMValueRef[]){r, convert(cg, s.count, it, rt)}, 2, e->loc);
-    }
-    return r;
-}
-
-static void fold_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
-{
-    (void)rank;
-    (void)dims;
-    CExpr *e = s->e;
-    s->acc = cg_alloca(cg, cg_type(cg, e->u.soac.fn->params[0]->type), "acc");
-    LLVMBuildStore(cg->b, cg_take(cg, e->args[0]), s->acc);
-}
-
-static void fold_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
-{
-    (void)i;
-    CLambda *fn = s->e->u.soac.fn;
-    Type *acct = fn->params[0]->type;
-    LLVMValueRef old = LLVMBuildLoad2(cg->b, cg_type(cg, acct), s->acc, "");
-    cg_set_var(cg, fn->params[0], old);
-    cg_set_var(cg, fn->params[1], v);
-    LLVMValueRef r = cg_emit_block(cg, fn->body, NULL, 0);
-    cg_release(cg, acct, old);
-    LLVMBuildStore(cg->b, r, s->acc);
-}
-
-/* reduce/fold over a vector of scalars, the vector possibly fused. */
-static LLVMValueRef fused_fold(Cg *cg, CExpr *e)
-{
-    GNode *root = gatom(cg, e->args[1]);
-    GSink s = {.begin = fold_begin, .put = fold_put, .e = e};
-    fused_loop(cg, root, 1, e->loc, e->u.soac.kind == SOAC_REDUCE ? "reduce" : "fold", &s);
-    return LLVMBuildLoad2(cg->b, cg_type(cg, e->u.soac.fn->params[0]->type), s.acc, "");
-}
-
-static LLVMValueRef elementwise(Cg *cg, CExpr *e) { return fused_store(cg, e, op_spell(e->u.prim.op)); }
-
-LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b)
-{
-    t = cg_norm(t);
-    if (cg_dtype(t->elem) != 5)
-        return cg_call_rt(cg, "dl_array_equal", (LLVMValueRef[]){a, b}, 2);
-    LLVMValueRef slot = cg_alloca(cg, cg->t_i1, "eq");
-    LLVMValueRef same = LLVMConstInt(cg->t_i1, 1, 0);
-    for (int k = 0; k < t->rank; k++)
-        same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, cg_arr_dimk(cg, a, k), cg_arr_dimk(cg, b, k), ""), "");
-    LLVMBuildStore(cg->b, same, slot);
-    LLVMBasicBlockRef cmp = cg_block(cg, "cmp"), done = cg_block(cg, "cmpdone");
-    LLVMBuildCondBr(cg->b, same, cmp, done);
-    LLVMPositionBuilderAtEnd(cg->b, cmp);
-    LLVMValueRef da = cg_arr_data(cg, a), db = cg_arr_data(cg, b);
-    CgLoop l;
-    LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_arr_size(cg, a));
-    LLVMValueRef eq = cg_equal(cg, t->elem, cg_elem_load(cg, t->elem, da, i), cg_elem_load(cg, t->elem, db, i));
-    LLVMBasicBlockRef ne = cg_block(cg, "ne"), next = cg_block(cg, "next");
-    LLVMBuildCondBr(cg->b, eq, next, ne);
-    LLVMPositionBuilderAtEnd(cg->b, ne);
-    LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), slot);
-    LLVMBuildBr(cg->b, done);
-    LLVMPositionBuilderAtEnd(cg->b, next);
-    cg_loop_end(cg, &l);
-    LLVMBuildBr(cg->b, done);
-    LLVMPositionBuilderAtEnd(cg->b, done);
-    return LLVMBuildLoad2(cg->b, cg->t_i1, slot, "");
 }
 
 /* ------------------------------------------------------------ reductions */
@@ -1147,7 +482,7 @@ static LLVMValueRef last_axis(Cg *cg, CExpr *e)
     }
     LLVMValueRef res = cg_alloca(cg, cg_type(cg, R > 1 || op == P_SOFTMAX ? (op == P_ARGMAX ? rt->elem : el) : rt), "res");
     if (op == P_ARGMAX)
-        check(cg, LLVMBuildOr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, L, cg_i64(cg, 0), ""),
+        cg_check(cg, LLVMBuildOr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, L, cg_i64(cg, 0), ""),
                               LLVMBuildICmp(cg->b, LLVMIntEQ, rows, cg_i64(cg, 0), ""), ""),
               e->loc, "argmax of an empty array", NULL, 0);
     CgLoop lr;
@@ -1258,9 +593,9 @@ static LLVMValueRef array_literal(Cg *cg, CExpr *e)
     Type *rt = cg_norm(e->type);
     Type *el = rt->elem;
     int n = e->nargs;
-    bool rows = n > 0 && is_array(core_atom_type(e->args[0]));
+    bool rows = n > 0 && cg_is_array(core_atom_type(e->args[0]));
     if (!rows && rt->rank == 1) {
-        bool lit = n > 0 && is_scalar(el);
+        bool lit = n > 0 && cg_is_scalar(el);
         for (int i = 0; i < n && lit; i++)
             lit = e->args[i]->kind == CA_INT || e->args[i]->kind == CA_FLOAT || e->args[i]->kind == CA_BOOL;
         if (lit)
@@ -1354,7 +689,7 @@ static LLVMValueRef slice_prim(Cg *cg, CExpr *e)
                                            LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLE, lo, hi, ""),
                                                         LLVMBuildICmp(cg->b, LLVMIntSLE, hi, dim[j], ""), ""), "");
             LLVMValueRef vals[4] = {lo, hi, cg_i32(cg, j), dim[j]};
-            check(cg, ok, e->loc, "slice %lld:%lld out of bounds for axis %d of length %lld", vals, 4);
+            cg_check(cg, ok, e->loc, "slice %lld:%lld out of bounds for axis %d of length %lld", vals, 4);
             start[j] = lo;
             ext[j] = LLVMBuildSub(cg->b, hi, lo, "");
             outd[orank++] = ext[j];
@@ -1455,7 +790,7 @@ static int dims_of(Cg *cg, CExpr *e, int from, LLVMValueRef *dims)
     int r = 0;
     for (int i = from; i < e->nargs && r < 8; i++) {
         dims[r] = cg_atom(cg, e->args[i]);
-        check_dim(cg, dims[r], e->loc, core_prims[e->u.prim.op].name);
+        cg_check_dim(cg, dims[r], e->loc, core_prims[e->u.prim.op].name);
         r++;
     }
     return r;
@@ -1489,7 +824,7 @@ static LLVMValueRef int_matmul(Cg *cg, CExpr *e, LLVMValueRef a, int ra, LLVMVal
     LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, K, Kb, ""), good, bad);
     LLVMPositionBuilderAtEnd(cg->b, bad);
     cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, e->loc), cg_cstr(cg, "@"), cg_i32(cg, ra),
-                                                      shape_ptr(cg, a), cg_i32(cg, rb), shape_ptr(cg, b)}, 6);
+                                                      cg_shape_ptr(cg, a), cg_i32(cg, rb), cg_shape_ptr(cg, b)}, 6);
     LLVMBuildUnreachable(cg->b);
     LLVMPositionBuilderAtEnd(cg->b, good);
     LLVMValueRef dims[2];
@@ -1611,7 +946,7 @@ static LLVMValueRef zeros_like(Cg *cg, Type *rt, Type *xt, LLVMValueRef x)
         LLVMValueRef dims[8];
         for (int k = 0; k < rt->rank; k++)
             dims[k] = cg_arr_dimk(cg, x, k);
-        if (is_scalar(rt->elem) || !cg_is_rc(cg, rt->elem))
+        if (cg_is_scalar(rt->elem) || !cg_is_rc(cg, rt->elem))
             return arr_zeros(cg, rt->elem, rt->rank, dims);
         LLVMValueRef a = cg_arr_new(cg, rt->elem, rt->rank, dims);
         LLVMValueRef xd = cg_arr_data(cg, x), ad = cg_arr_data(cg, a);
@@ -1639,7 +974,7 @@ static LLVMValueRef zeros_like(Cg *cg, Type *rt, Type *xt, LLVMValueRef x)
         cg_retain(cg, rt, x);
         return x;
     }
-    return zero_of(cg, rt);
+    return cg_zero_of(cg, rt);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -1662,10 +997,10 @@ bool cg_prim_is_array(CExpr *e)
     }
     if (!(core_prims[op].flags & PRIM_ELEMENTWISE) && op != P_EQ && op != P_NE)
         return false;
-    if (is_array(e->type))
+    if (cg_is_array(e->type))
         return true;
     for (int i = 0; i < e->nargs; i++)
-        if (is_array(core_atom_type(e->args[i])))
+        if (cg_is_array(core_atom_type(e->args[i])))
             return true;
     return false;
 }
@@ -1706,20 +1041,20 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
     }
     case P_IOTA: {
         LLVMValueRef n = cg_atom(cg, e->args[0]);
-        check_dim(cg, n, loc, "iota");
+        cg_check_dim(cg, n, loc, "iota");
         LLVMValueRef a = cg_arr_new(cg, rt->elem, 1, &n);
         LLVMValueRef d = cg_arr_data(cg, a);
         CgLoop l;
         LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), n);
         Type *it = NEW(Type);
         it->kind = TY_INT;
-        cg_elem_store(cg, rt->elem, d, i, convert(cg, i, it, rt->elem));
+        cg_elem_store(cg, rt->elem, d, i, cg_convert(cg, i, it, rt->elem));
         cg_loop_end(cg, &l);
         return a;
     }
     case P_REPLICATE: {
         LLVMValueRef n = cg_atom(cg, e->args[0]);
-        check_dim(cg, n, loc, "replicate");
+        cg_check_dim(cg, n, loc, "replicate");
         Type *vt = cg_norm(core_atom_type(e->args[1]));
         LLVMValueRef v = cg_atom(cg, e->args[1]);
         if (vt->kind != TY_ARRAY)
@@ -1739,10 +1074,10 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
     case P_ONES: {
         int r = dims_of(cg, e, 0, dims);
         if (rt->kind != TY_ARRAY)
-            return op == P_ZEROS ? zero_of(cg, rt) : one_of(cg, rt);
+            return op == P_ZEROS ? cg_zero_of(cg, rt) : cg_one_of(cg, rt);
         if (op == P_ZEROS)
             return arr_zeros(cg, rt->elem, r, dims);
-        return fill(cg, rt->elem, r, dims, one_of(cg, rt->elem), false);
+        return fill(cg, rt->elem, r, dims, cg_one_of(cg, rt->elem), false);
     }
     case P_FILL: {
         int r = dims_of(cg, e, 1, dims);
@@ -1757,7 +1092,7 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
     case P_MINIMUM:
         if (rt->kind == TY_ARRAY && op == P_SUM)
             return sum_axis0(cg, e);
-        return reduce_all(cg, e);
+        return cg_reduce_all(cg, e);
     case P_SUM_AXIS0:
         return sum_axis0(cg, e);
     case P_ARGMAX:
@@ -1821,7 +1156,7 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
         LLVMValueRef ok = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGE, k, cg_i64(cg, 0), ""),
                                        LLVMBuildICmp(cg->b, LLVMIntSLE, k, n, ""), "");
         LLVMValueRef vals[2] = {k, n};
-        check(cg, ok, loc, op == P_TAKE ? "cannot take %lld elements of an array of length %lld"
+        cg_check(cg, ok, loc, op == P_TAKE ? "cannot take %lld elements of an array of length %lld"
                                         : "cannot drop %lld elements of an array of length %lld", vals, 2);
         if (op == P_TAKE)
             return rows_copy(cg, at, a, cg_i64(cg, 0), k);
@@ -1829,7 +1164,7 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
     }
     case P_ONE_HOT: {
         LLVMValueRef n = cg_atom(cg, e->args[0]);
-        check_dim(cg, n, loc, "one_hot");
+        cg_check_dim(cg, n, loc, "one_hot");
         Type *it = cg_norm(core_atom_type(e->args[1]));
         LLVMValueRef iv = cg_atom(cg, e->args[1]);
         int r = 0;
@@ -1845,7 +1180,7 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
         LLVMValueRef idx = it->kind == TY_ARRAY ? cg_elem_load(cg, it->elem, cg_arr_data(cg, iv), t) : iv;
         bounds_check(cg, idx, n, 0, loc);
         cg_elem_store(cg, rt->elem, od, LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, t, n, ""), idx, ""),
-                      one_of(cg, rt->elem));
+                      cg_one_of(cg, rt->elem));
         cg_loop_end(cg, &l);
         return out;
     }
@@ -1891,12 +1226,12 @@ LLVMValueRef cg_array_prim(Cg *cg, CExpr *e)
                                              cg_atom(cg, e->args[1]));
             return op == P_EQ ? eq : LLVMBuildNot(cg->b, eq, "");
         }
-        return elementwise(cg, e);
+        return cg_elementwise(cg, e);
     default:
         break;
     }
     if (core_prims[op].flags & PRIM_ELEMENTWISE)
-        return elementwise(cg, e);
+        return cg_elementwise(cg, e);
     fatal("internal error: codegen: array primitive '%s'", core_prims[op].name);
 }
 
@@ -1915,10 +1250,10 @@ LLVMValueRef cg_soac(Cg *cg, CExpr *e)
     CLambda *fn = e->u.soac.fn;
     Type *rt = cg_norm(e->type);
     Loc loc = e->loc;
-    if (scalar_map(e))
-        return fused_store(cg, e, e->nargs == 2 ? "map2" : e->nargs == 3 ? "map3" : "map");
-    if (scalar_fold(e))
-        return fused_fold(cg, e);
+    if (cg_scalar_map(e))
+        return cg_fused_store(cg, e, e->nargs == 2 ? "map2" : e->nargs == 3 ? "map3" : "map");
+    if (cg_scalar_fold(e))
+        return cg_fused_fold(cg, e);
     switch (e->u.soac.kind) {
     case SOAC_MAP: {
         int n = e->nargs;
@@ -2011,9 +1346,9 @@ LLVMValueRef cg_soac(Cg *cg, CExpr *e)
         cg_loop_end(cg, &l);
         /* shrink the header: the block stays, only the shape changes */
         LLVMValueRef c2 = LLVMBuildLoad2(cg->b, cg->t_i64, cnt, "");
-        cg_tbaa(cg, LLVMBuildStore(cg->b, c2, LLVMBuildGEP2(cg->b, cg->t_i64, shape_ptr(cg, out), (LLVMValueRef[]){cg_i64(cg, 0)}, 1, "")),
+        cg_tbaa(cg, LLVMBuildStore(cg->b, c2, LLVMBuildGEP2(cg->b, cg->t_i64, cg_shape_ptr(cg, out), (LLVMValueRef[]){cg_i64(cg, 0)}, 1, "")),
                 CG_TBAA_HEADER);
-        cg_tbaa(cg, LLVMBuildStore(cg->b, LLVMBuildMul(cg->b, c2, m, ""), LLVMBuildStructGEP2(cg->b, cg->t_array, out, F_SIZE, "")),
+        cg_tbaa(cg, LLVMBuildStore(cg->b, LLVMBuildMul(cg->b, c2, m, ""), LLVMBuildStructGEP2(cg->b, cg->t_array, out, CG_ARR_SIZE, "")),
                 CG_TBAA_HEADER);
         return out;
     }

@@ -1323,7 +1323,8 @@ void cview_closure_types(CProgram *p, Vec *out);
 bool cheader_write(CProgram *p, Module *root, const char *path, const char *source);
 
 /* ========================================================================
- * repl — the interactive session (repl.c)
+ * repl — the interactive session (repl.c; besides codegen, the one file
+ * that includes llvm-c/, for ORC LLJIT)
  * ======================================================================== */
 
 /* Runs the REPL: `load`, if given, is loaded first; interactive (prompt,

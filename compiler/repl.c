@@ -33,7 +33,13 @@
  * before it in the session, so that diagnostics say `<repl>:LINE:COL` with
  * LINE the line of the session (of the script, when reading a pipe); the
  * child registers the whole transcript as the text of <repl> for the source
- * lines of messages.
+ * lines of messages, and shows warnings only about what it works on (the
+ * earlier inputs were warned about when they were entered). A run-time
+ * error is reported as a diagnostic too, with its source line.
+ *
+ * Files: a file given to -i or :load is imported by its path; it is read
+ * when it is loaded (and by :reload, or :load of it again); a REPL input can
+ * import std modules and files as a program does.
  *
  * Terminal: libedit (histedit.h) for line editing, history in
  * ~/.dcc_history. Otherwise (stdin a pipe or a file): no prompt, no banner,
@@ -45,6 +51,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <histedit.h>
+#include <limits.h>
 #include <llvm-c/BitReader.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
@@ -90,6 +97,11 @@ static struct {
     volatile sig_atomic_t at_prompt; /* in el_gets: Ctrl-C jumps to prompt_jb */
     sigjmp_buf prompt_jb;
     bool failed;      /* an input failed (a script's exit status) */
+    /* what a child works on: warnings elsewhere were shown before */
+    int cur_line;     /* <repl> lines from here on */
+    const char *cur_file; /* a file being loaded */
+    StrBuf diag_line; /* the child's diagnostics filter: the line so far */
+    bool diag_keep;
     EditLine *el;
     History *hist;
     char *hist_path;
@@ -275,6 +287,73 @@ static void set_sigint(void (*h)(int))
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* A child checks the whole session again, so a warning about an earlier
+ * input or file would be repeated at every input: the child's diagnostics
+ * pass through this filter, which drops warnings (and their notes and source
+ * lines) outside what the child works on. A diagnostic starts with a line
+ * "FILE:LINE:COL: LEVEL: " or "dcc: LEVEL: " (colour codes aside); the lines
+ * after it, indented, belong to it. */
+static void diag_filter_line(const char *s, size_t n)
+{
+    char plain[512];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < sizeof plain; i++) {
+        if (s[i] == 27) { /* ESC [ ... m */
+            while (i < n && s[i] != 'm')
+                i++;
+            continue;
+        }
+        plain[k++] = s[i];
+    }
+    plain[k] = 0;
+    if (k && plain[0] != ' ') {
+        const char *lv = strstr(plain, ": warning: ");
+        const char *er = strstr(plain, ": error: ");
+        const char *no = strstr(plain, ": note: ");
+        if (er && (!lv || er < lv) && (!no || er < no)) {
+            S.diag_keep = true;
+        } else if (lv && (!no || lv < no)) {
+            /* FILE:LINE:COL before it */
+            const char *p = lv;
+            while (p > plain && p[-1] >= '0' && p[-1] <= '9')
+                p--;
+            if (p > plain && p[-1] == ':')
+                p--;
+            while (p > plain && p[-1] >= '0' && p[-1] <= '9')
+                p--;
+            int line = atoi(p);
+            size_t flen = p > plain ? (size_t)(p - plain - 1) : 0;
+            bool repl = flen == strlen(REPL_FILE) && strncmp(plain, REPL_FILE, flen) == 0;
+            bool file = S.cur_file && flen == strlen(S.cur_file) && strncmp(plain, S.cur_file, flen) == 0;
+            S.diag_keep = (repl && line >= S.cur_line) || file || flen == 0;
+        }
+        /* a note goes with the diagnostic before it */
+    }
+    if (S.diag_keep) {
+        fflush(stdout);
+        size_t off = 0;
+        while (off < n) {
+            ssize_t w = write(2, s + off, n - off);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+    }
+}
+
+static ssize_t diag_filter_write(void *cookie, const char *buf, size_t n)
+{
+    (void)cookie;
+    for (size_t i = 0; i < n; i++) {
+        sb_putc(&S.diag_line, buf[i]);
+        if (buf[i] == '\n') {
+            diag_filter_line(S.diag_line.data, S.diag_line.len);
+            S.diag_line.len = 0;
+        }
+    }
+    return (ssize_t)n;
+}
+
 /* The child registers the whole session as the text of <repl>, for the
  * source lines under its messages, and colours them as a terminal would. */
 static void child_setup(void)
@@ -283,6 +362,15 @@ static void child_setup(void)
     signal(SIGPIPE, SIG_DFL);
     if (dcc_options.colour < 0)
         diag_set_colour(isatty(2) && !getenv("NO_COLOR"));
+    static FILE *filter;
+    if (!filter) {
+        filter = fopencookie(NULL, "w", (cookie_io_functions_t){.write = diag_filter_write});
+        if (filter) {
+            setvbuf(filter, NULL, _IONBF, 0);
+            diag_set_stream(filter);
+            S.diag_keep = true;
+        }
+    }
     diag_add_file(REPL_FILE, REPL_FILE, S.transcript.data ? S.transcript.data : "", S.transcript.len);
 }
 
@@ -525,10 +613,22 @@ static int eval_child(void *arg)
 
 /* ---- declarations ------------------------------------------------------ */
 
+/* Modules are parsed (and their imports read and cached) in the child
+ * first: this process reads them only after they were found good, so that
+ * a file fixed after an error is read again. */
+typedef struct DefineJob {
+    const char *text;
+    int line, col;
+} DefineJob;
+
+static Module *text_module(const char *text, int line, int col, int *nsyn);
+
 static int define_child(void *arg)
 {
-    Module *m = arg;
-    if (check(m))
+    DefineJob *j = arg;
+    int nsyn;
+    Module *m = text_module(j->text, j->line, j->col, &nsyn);
+    if (!m || check(m))
         return 1;
     for (int i = 0; i < m->ndecls; i++) {
         Decl *d = m->decls[i];
@@ -571,12 +671,13 @@ static Module *text_module(const char *text, int line, int col, int *nsyn)
 
 static void define(const char *text, int line, int col)
 {
+    DefineJob j = {text, line, col};
+    if (in_child(define_child, &j) != 0)
+        return;
     int nsyn;
     Module *m = text_module(text, line, col, &nsyn);
     if (!m)
-        return;
-    if (in_child(define_child, m) != 0)
-        return;
+        return; /* an imported file changed in between: reported */
     scope_add(m, nsyn);
     Entry *en = xmalloc(sizeof *en);
     memset(en, 0, sizeof *en);
@@ -605,7 +706,9 @@ static Module *file_module(const char *path)
 /* The check of a file: a module importing the whole scope and the file. */
 static int load_child(void *arg)
 {
-    Module *m = arg;
+    Module *m = file_module(arg);
+    if (!m)
+        return 1;
     Decl *d = decl_new(DECL_DEF, loc_none);
     d->name = intern("%load");
     d->body = expr_new(EX_UNIT, loc_none);
@@ -621,13 +724,25 @@ static int load_child(void *arg)
     return check(root);
 }
 
+static void reload(void);
+
 static void load_file(const char *path, bool quiet)
 {
+    /* loading a file again reads it again: a reload */
+    for (int i = 0; i < S.entries.len; i++) {
+        Entry *en = S.entries.data[i];
+        if (en->kind == ENTRY_FILE && strcmp(en->path, path) == 0) {
+            reload();
+            return;
+        }
+    }
+    S.cur_line = INT_MAX;
+    S.cur_file = path;
+    if (in_child(load_child, (void *)path) != 0)
+        return;
     Module *m = file_module(path);
     if (!m)
-        return;
-    if (in_child(load_child, m) != 0)
-        return;
+        return; /* it changed in between: reported */
     vec_push(&S.scope, m);
     Entry *en = xmalloc(sizeof *en);
     memset(en, 0, sizeof *en);
@@ -685,6 +800,8 @@ static int reload_child(void *arg)
 
 static void reload(void)
 {
+    S.cur_line = INT_MAX;
+    S.cur_file = NULL;
     if (in_child(reload_child, NULL) != 0) {
         S.failed = true;
         fprintf(stderr, "dcc: the session was not reloaded; it is as before\n");
@@ -821,7 +938,7 @@ static const char help_text[] =
     "  :core E     the Core IR of the program that evaluates E\n"
     "  :ad E       the program after the AD stages (what --emit=ad prints), for\n"
     "              an expression with derivative forms such as grad f x\n"
-    "  :load FILE  load the definitions of FILE.dl\n"
+    "  :load FILE  load the definitions of FILE.dl (again: as :reload)\n"
     "  :reload     read the loaded files again (and check the session)\n"
     "  :help       this text\n"
     "  :quit       leave (also Ctrl-D on an empty line)\n"
@@ -893,6 +1010,8 @@ static bool process(Pending *pd, bool at_eof)
                     pd->cmd == CMD_TYPE ? "type" : pd->cmd == CMD_CORE ? "core" : "ad");
         return true;
     }
+    S.cur_line = pd->line;
+    S.cur_file = NULL;
     if (e) {
         EvalJob j = {pd->cmd, e, sf};
         in_child(eval_child, &j);

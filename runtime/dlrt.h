@@ -320,7 +320,8 @@ DL_API double dl_clock(void);
 /* ------------------------------------------------------------------ printing */
 
 /* All output of the dl_print_* functions goes to one buffered FILE*, stdout
- * unless set. dl_set_output returns the previous one; NULL means stdout. */
+ * unless set. dl_set_output returns the previous one; NULL means stdout.
+ * The setting is per thread (each thread starts with stdout). */
 DL_API FILE *dl_set_output(FILE *f);
 DL_API void dl_flush(void);
 

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static FILE *out_stream;   /* NULL: stdout */
+/* NULL: stdout. Per thread: generated code captures `show` by setting the
+ * output for a moment, and compiled modules may be called from several
+ * threads at once. */
+static _Thread_local FILE *out_stream;
 
 FILE *dlrt_output(void) { return out_stream ? out_stream : stdout; }
 
