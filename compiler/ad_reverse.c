@@ -1,7 +1,7 @@
-/* ad_reverse.c — reverse mode: vjp, grad, value_and_grad, jacrev, and
- * hessian / hvp (reverse over reverse until forward mode is there), as a
+/* ad_reverse.c — reverse mode: vjp, grad, value_and_grad and jacrev, as a
  * source-to-source transformation of Core IR into ordinary Core IR: no tape
- * interpreter, no run-time graph.
+ * interpreter, no run-time graph. (hessian and hvp are forward over
+ * forward, ad_forward.c.)
  *
  * The design follows CHAD (Vákár & Smeding, "CHAD: Combinatory Homomorphic
  * Automatic Differentiation", TOPLAS 2022) on A-normal form; docs/ad.md
@@ -27,23 +27,28 @@
  *               branches again on the same condition / scrutinee and runs
  *               the taken branch's template only (no NaN from a branch not
  *               taken);
- *   loops       the residuals of every iteration are saved in arrays (one
- *               per residual: a struct of arrays; while loops grow them by
- *               doubling), and the reversed loop runs the body's template
+ *   loops       loop invariants are hoisted first; the residuals of every
+ *               iteration are saved in arrays (one per residual: a struct
+ *               of arrays; while loops grow them by doubling) unless cheap
+ *               to recompute from the counter, or per segment only with
+ *               checkpointing; the reversed loop runs the body's template
  *               from the last iteration to the first, carrying the state's
  *               cotangent and the adjoints of the variables the body reads
  *               (updated in place: x[i] in a loop costs O(1) per step);
  *   map         transposes to maps: the pullback lambda recomputes the
  *               element's primal and runs its template (no per-element
- *               closure, no stored residuals); captured variables' adjoints
- *               are summed over the elements;
+ *               closure, no stored residuals); captured floats' adjoints
+ *               are summed over the elements, captured arrays' accumulated
+ *               in place by one loop;
  *   reduce (+)  to a broadcast; scan (+) to a reversed scan; other folds,
  *               reduces and scans become loops first;
  *   calls       are inlined when the callee is not recursive and small;
- *               otherwise f_vjp (memoised, so recursion works) returns the
- *               value and its pullback closure. `with vjp` rules are called
- *               as given; a `with jvp` rule is linear in dx, and its
- *               transpose is the reverse mode of dx -> (rule (x, dx)).1.
+ *               otherwise f_rev (memoised, so recursion works) returns the
+ *               value and its pullback closure, and differentiated again
+ *               f_bwd (the same sweeps, first order, no closure). `with
+ *               vjp` rules are called as given; a `with jvp` rule is linear
+ *               in dx, and its transpose is the reverse mode of
+ *               dx -> (rule (x, dx)).1.
  *
  * Array code stays at array level: every primitive has a vector-Jacobian
  * rule on whole arrays (vjp_prim below, the rule written above each case).
@@ -91,7 +96,7 @@ typedef enum {
     EN_MAP,       /* y = map f xs */
     EN_REDUCE_ADD,/* y = reduce (+) ne xs */
     EN_SCAN_ADD,  /* y = scan (+) ne xs */
-    EN_PULLBACK,  /* y, pb from f_vjp or a `with vjp` rule */
+    EN_PULLBACK,  /* y, pb from f_rev or a `with vjp` rule */
     EN_JVP_RULE,  /* y = f xs with a `with jvp` rule */
     EN_CLOSURE,   /* y = a closure over active variables */
     EN_RECOMPUTE, /* y = f xs, reversed by f_bwd xs ȳ */
@@ -113,7 +118,8 @@ typedef struct Entry {
     /* EN_LOOP */
     Tmpl *body;
     CAtom *count;
-    CAtom **bufs;   /* per residual of body: the saved values */
+    CVar **saved;   /* the residuals of body saved per iteration (nargs) */
+    CAtom **bufs;   /* per saved residual: the array of its values */
     CAtom *init;
     CVar *ivar;
     /* EN_PULLBACK, EN_JVP_RULE */
@@ -175,7 +181,7 @@ static void bwd_run(Bwd *B, CBlock *b, CAtom *result, CAtom *ct);
 static CAtom *zeros_of(CBlock *b, CAtom *p);
 static CAtom *add_of(CBlock *b, CAtom *x, CAtom *y);
 static CAtom *materialize(CBlock *b, Adj *a, CAtom *tmpl, Type *pt);
-static CFun *get_vjp(CFun *f);
+static CFun *get_vjp(CFun *f); /* f_rev */
 
 static void rv_error(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void rv_error(Loc loc, const char *fmt, ...)
@@ -1234,7 +1240,7 @@ static CExpr *known_def(CAtom *a)
 
 static bool is_io(Prim p) { return p == P_PRINT || p == P_PRINTLN || p == P_PROGRESS || p == P_WRITE_NPY; }
 
-/* The call's value and pullback from fv (f_vjp or a `with vjp` rule). */
+/* The call's value and pullback from fv (f_rev or a `with vjp` rule). */
 static void fwd_pullback(Frame *F, CBlock *dst, CVar *x, CFun *fv, CAtom **args, int n)
 {
     CAtom *r = call(dst, fv, args, n);
@@ -2135,8 +2141,7 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         en->nouts = no;
         en->init = e->args[0];
         en->ivar = e->u.loop.ivar;
-        en->res = NEWN(CAtom **, 1);
-        en->res[0] = (CAtom **)rv_;
+        en->saved = rv_;
         en->remat = remat;
         return;
     }
@@ -2217,8 +2222,7 @@ static void fwd_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     en->nouts = no;
     en->init = e->args[0];
     en->ivar = isfor ? e->u.loop.ivar : NULL;
-    en->res = NEWN(CAtom **, 1);
-    en->res[0] = (CAtom **)rv_;
+    en->saved = rv_;
     en->remat = remat;
 }
 
@@ -2233,7 +2237,7 @@ static CAtom *rev_steps(CBlock *b, Entry *en, CAtom *count, CAtom *off, CAtom *s
 {
     Tmpl *tm = en->body;
     int no = en->nouts, tot = 1 + no, nr = en->nargs;
-    CVar **rv_ = (CVar **)en->res[0];
+    CVar **rv_ = en->saved;
     ForLoop L = for_begin(count, st);
     CBlock *lb = L.body;
     CAtom *c = untuple(lb, L.s, tot, 0);
@@ -2296,7 +2300,7 @@ static CAtom *rev_steps(CBlock *b, Entry *en, CAtom *count, CAtom *off, CAtom *s
 static CAtom *rev_segments(CBlock *b, Entry *en, CAtom *st)
 {
     int nr = en->nargs;
-    CVar **rv_ = (CVar **)en->res[0];
+    CVar **rv_ = en->saved;
     ForLoop OL = for_begin(en->ck_k, st);
     CBlock *ob = OL.body;
     CAtom *g = isub(ob, isub(ob, en->ck_k, ilit(1)), OL.i);
@@ -3197,7 +3201,7 @@ static void vjp_prim(Bwd *B, CBlock *b, CExpr *e, CVar *y, CAtom *ct)
 
 /* ------------------------------------------------------------ calls */
 
-/* y, pb = f_vjp xs: x̄s += pb ȳ. */
+/* y, pb = f_rev xs: x̄s += pb ȳ. */
 static void bwd_pullback(Bwd *B, CBlock *b, Entry *en)
 {
     Adj *a = adj_get(B, en->y);
@@ -3244,7 +3248,7 @@ static void bwd_jvp_rule(Bwd *B, CBlock *b, Entry *en)
         contrib(B, b, en->args[0], A(materialize(b, g, core_atom_var(dx), dx->type)));
 }
 
-/* f_vjp xs = (f xs, fn ȳ => x̄s): f's forward sweep, then its pullback as a
+/* f_rev xs = (f xs, fn ȳ => x̄s): f's forward sweep, then its pullback as a
  * closure over the residuals. Memoised, so recursion works. */
 static CFun *get_vjp(CFun *f)
 {

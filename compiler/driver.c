@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include <llvm/Config/llvm-config.h>
@@ -38,14 +41,15 @@ static const char usage_text[] =
     "banner), e.g. echo '1 + 2' | dcc. Type :help in the REPL for its commands.\n"
     "\n"
     "options:\n"
-    "  -o FILE           write the output to FILE\n"
+    "  -o FILE           write the output to FILE (default a.out, or FILE.o with -c)\n"
     "  -c                compile only: write an object file\n"
     "  -S                write assembly\n"
     "  --header FILE     with -c: write the C header for the exported functions\n"
     "  -O0 -O1 -O2 -O3   optimisation level (default -O2)\n"
     "  -g                emit debug information (DWARF line tables)\n"
     "  --emit=STAGE      stop after STAGE and print it: tokens, ast, types,\n"
-    "                    core, ad, llvm, asm, obj, ptx\n"
+    "                    core, ad (Core IR after differentiation), llvm, asm;\n"
+    "                    obj writes FILE.o; ptx is not implemented yet\n"
     "  --target=nvptx    compile array code to PTX kernels\n"
     "  --gpu             run whole programs on the GPU when one is present\n"
     "  --color=WHEN      colour diagnostics: auto (default), always, never\n"
@@ -184,9 +188,59 @@ static int finish(void)
     return diag_error_count() ? 1 : 0;
 }
 
+/* Refuses an output path that names the input file (dcc f.dl -o f.dl would
+ * replace the program by the executable). */
+static void check_not_input(const char *out, const char *what)
+{
+    const Options *o = &dcc_options;
+    if (!out || !o->input || strcmp(o->input, "-") == 0 || strcmp(out, "-") == 0)
+        return;
+    struct stat a, b;
+    if (stat(o->input, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        fprintf(stderr, "dcc: error: the %s '%s' is the input file; it would be overwritten\n", what, out);
+        exit(1);
+    }
+}
+
+static int dcc_main(int argc, char **argv);
+
+struct main_args {
+    int argc, status;
+    char **argv;
+};
+
+static void *main_thread(void *p)
+{
+    struct main_args *a = p;
+    a->status = dcc_main(a->argc, a->argv);
+    return NULL;
+}
+
+/* The stages recurse over the program's structure; a 1 GiB stack (reserved,
+ * not committed) lets long operator chains and deep nesting compile where
+ * the default 8 MiB would overflow. */
 int main(int argc, char **argv)
 {
+    struct main_args a = {argc, 1, argv};
+    pthread_attr_t attr;
+    pthread_t t;
+    if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, (size_t)1 << 30) == 0 &&
+        pthread_create(&t, &attr, main_thread, &a) == 0) {
+        /* signals (Ctrl-C in the REPL) go to the compiler's thread */
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+        pthread_join(t, NULL);
+        return a.status;
+    }
+    return dcc_main(argc, argv);
+}
+
+static int dcc_main(int argc, char **argv)
+{
     parse_args(argc, argv);
+    check_not_input(dcc_options.output, "output file");
+    check_not_input(dcc_options.header, "header file");
     Options *o = &dcc_options;
     diag_set_colour(o->colour);
 

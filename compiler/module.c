@@ -204,7 +204,14 @@ static void load_imports(Module *m, Vec *order)
                 path = d->path;
             else
                 path = arena_printf(dcc_arena, "%.*s/%s", (int)(slash - base), base, d->path);
-            display = d->path;
+            /* shown as the importing file's name shows it: a/b.dl imports
+             * "c.dl" as a/c.dl */
+            const char *shown = m->file ? m->file->name : "";
+            const char *dslash = strrchr(shown, '/');
+            if (d->path[0] == '/' || !dslash)
+                display = d->path;
+            else
+                display = arena_printf(dcc_arena, "%.*s/%s", (int)(dslash - shown), shown, d->path);
             if (!is_file(path)) {
                 error_at(d->loc, "cannot find module \"%s\"", d->path);
                 note_at(loc_none, "looked for %s (imports are relative to the importing file)", path);

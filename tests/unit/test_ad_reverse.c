@@ -483,6 +483,24 @@ START_TEST(test_map_transposes_to_map)
 }
 END_TEST
 
+/* A gather from a captured array inside a map: its adjoint is accumulated
+ * in place by one loop over the elements (no per-element array of the
+ * captured array's size: no map producing a [][]float). */
+START_TEST(test_map_gather)
+{
+    CProgram *p = ad_src("def main () : unit =\n"
+                         "  println (grad (fn l => sum (map (fn i => l[i % 3] * l[i % 3]) (iota 6))) [1.0, 2.0, 3.0])\n",
+                         false);
+    char *s = fun_text(print_prog(p), "main");
+    ck_assert_int_eq(count(s, "[][]float = soac map("), 0);
+    ck_assert_int_eq(count(s, "loop "), 1);
+    free(s);
+    ck_assert_str_eq(run_src("def main () : unit =\n"
+                             "  println (grad (fn l => sum (map (fn i => l[i % 3] * l[i % 3]) (iota 6))) [1.0, 2.0, 3.0])\n"),
+                     "[4.0, 8.0, 12.0]\n");
+}
+END_TEST
+
 /* One f_rev per recursive function, calling itself; non-recursive callees
  * are inlined. */
 START_TEST(test_fun_memo)
@@ -583,10 +601,12 @@ static Suite *suite(void)
     suite_add_tcase(s, run);
     TCase *core = tcase_create("core");
     tcase_add_checked_fixture(core, setup, NULL);
+    tcase_set_timeout(core, 120);
     tcase_add_test(core, test_no_form_left);
     tcase_add_test(core, test_straight_line);
     tcase_add_test(core, test_loop_residuals);
     tcase_add_test(core, test_map_transposes_to_map);
+    tcase_add_test(core, test_map_gather);
     tcase_add_test(core, test_fun_memo);
     tcase_add_test(core, test_errors);
     suite_add_tcase(s, core);
