@@ -492,12 +492,14 @@ static CAtom *transpose(CBlock *b, CAtom *x)
     return P1(b, P_TRANSPOSE, aty(x), x);
 }
 
-/* The outer product u v^T of two vectors, by a rank-1 matrix product. */
+/* The outer product u v^T of two vectors, as the broadcast product of a
+ * column and a row (elementwise: it fuses with what consumes it). */
 static CAtom *outer(CBlock *b, CAtom *u, CAtom *v)
 {
     CAtom *m[2] = {length_of(b, u), ilit(1)};
     CAtom *n[2] = {ilit(1), length_of(b, v)};
-    return matmul(b, reshape(b, u, m, 2), reshape(b, v, n, 2));
+    CAtom *col = reshape(b, u, m, 2), *row = reshape(b, v, n, 2);
+    return P2(b, P_MUL, aty(col), col, row);
 }
 
 /* Sum over all elements (a scalar stays). */
@@ -2848,10 +2850,11 @@ static void vjp_prim(Bwd *B, CBlock *b, CExpr *e, CVar *y, CAtom *ct)
         if (a0) give(B, b, a[0], ct);
         if (a1) give(B, b, a[1], ct);
         break;
-    /* x - z: x̄ += ȳ, z̄ -= ȳ */
+    /* x - z: x̄ += ȳ, z̄ -= ȳ (negated after summing back over the
+     * broadcast axes: on the smaller array) */
     case P_SUB:
         if (a0) give(B, b, a[0], ct);
-        if (a1) give(B, b, a[1], neg1(b, ct));
+        if (a1) contrib(B, b, a[1], A(neg1(b, unbroadcast(b, ct, a[1]))));
         break;
     case P_NEG:
         give(B, b, a[0], neg1(b, ct));

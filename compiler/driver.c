@@ -50,7 +50,9 @@ static const char usage_text[] =
     "  --emit=STAGE      stop after STAGE and print it: tokens, ast, types,\n"
     "                    core, ad (Core IR after differentiation), llvm, asm;\n"
     "                    obj writes FILE.o; ptx is not implemented yet\n"
-    "  --target=nvptx    compile array code to PTX kernels\n"
+    "  --checkpoint=K    reverse mode: save loop state in K segments and recompute\n"
+    "                    inside them (K = sqrt: sqrt(n) segments; 0: save all)\n"
+    "  --target=nvptx    compile array code to PTX kernels (not implemented yet)\n"
     "  --gpu             run whole programs on the GPU when one is present\n"
     "  --color=WHEN      colour diagnostics: auto (default), always, never\n"
     "  --stdlib=DIR      the standard library directory (default: built in)\n"
@@ -155,6 +157,19 @@ static void parse_args(int argc, char **argv)
             if (strcmp(a + 9, "nvptx") != 0 && strcmp(a + 9, "host") != 0)
                 usage_error("unknown target '%s' (host, nvptx)", a + 9);
             o->target = a + 9;
+        } else if (strncmp(a, "--checkpoint=", 13) == 0) {
+            /* reverse-mode loops: 0 store every iteration, k > 0 k segments,
+             * sqrt: sqrt(n) segments (recompute inside a segment) */
+            const char *v = a + 13;
+            char *end;
+            if (strcmp(v, "sqrt") == 0)
+                ad_reverse_checkpoint = -1;
+            else {
+                long k = strtol(v, &end, 10);
+                if (*v == 0 || *end || k < 0 || k > 1000000)
+                    usage_error("--checkpoint takes a number of segments or 'sqrt', not '%s'", v);
+                ad_reverse_checkpoint = (int)k;
+            }
         } else if (strcmp(a, "--gpu") == 0) {
             o->gpu = true;
         } else if (strncmp(a, "--stdlib=", 9) == 0) {

@@ -15,6 +15,14 @@ tmp=$out.tmp.$$
   printf 'REPL_TESTS ='
   for f in tests/repl/*.repl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done
   echo
+  # every source file under tests/ (listed, not named as directories: a VPATH
+  # build has tests/ directories of its own, full of logs, that make dist would
+  # copy instead)
+  printf 'DCC_TEST_FILES ='
+  find tests -type f ! -name '*.log' ! -name '*.trs' ! -name '*.o' ! -name 'tests.am*' \
+       ! -name '.dirstamp' ! -path '*/.deps/*' ! -path '*/.libs/*' | LC_ALL=C sort |
+      while read -r f; do printf ' \\\n\t%s' "$f"; done
+  echo
   printf 'STDLIB_FILES ='
   for f in stdlib/*.dl; do [ -f "$f" ] && printf ' \\\n\t%s' "$f"; done
   echo

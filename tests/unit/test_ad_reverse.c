@@ -353,6 +353,7 @@ END_TEST
  * algebra. */
 static const char *dot_fns[] = {
     "fn x => [sin x[0] * x[1], exp x[1] + x[0] * x[0], x[0] * x[1] * x[2]]",
+    "fn x => loop v = x for i < 4 do tanh (v * 1.5 + reverse v) * v[i % 3]",
     "fn x => loop v = x for i < 4 do tanh (v * 1.5 + 0.25) * v[i % 3] + reverse v",
     "fn x => map (fn a => if a > 0.0 then a * a else sin a) x * x[1]",
     "fn x => [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 2.0, 1.0]] @ x * softmax x + logsumexp x",
