@@ -75,6 +75,10 @@ const char *module_stdlib_dir(void)
 /* Reads a whole file (or stdin for "-"); NULL with errno set on failure. */
 static char *read_all(const char *path, size_t *len)
 {
+    if (strcmp(path, "-") != 0 && is_dir(path)) {
+        errno = EISDIR;
+        return NULL;
+    }
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f)
         return NULL;

@@ -188,6 +188,26 @@ static Expr *mk_binop(OpKind op, Expr *l, Expr *r, Loc loc)
     return e;
 }
 
+/* Comparisons do not chain (LANGUAGE.md: they are non-associative). Bison
+ * parses `a < b < c` as left-nested so that the error can say so and suggest
+ * the conjunction; a parenthesised comparison has a narrower location than its
+ * operand position and is allowed. */
+static bool is_comparison(OpKind op)
+{
+    return op == OP_EQ || op == OP_NE || op == OP_LT || op == OP_LE || op == OP_GT || op == OP_GE;
+}
+
+static Expr *mk_compare(OpKind op, Expr *l, Loc lloc, Expr *r, Loc loc)
+{
+    if (l->kind == EX_BINOP && is_comparison(l->u.op.op) &&
+        l->loc.line == lloc.line && l->loc.col == lloc.col &&
+        l->loc.end_line == lloc.end_line && l->loc.end_col == lloc.end_col) {
+        error_at(loc, "comparison operators do not chain");
+        note_at(l->loc, "this comparison gives a bool; write 'a < b && b < c' instead");
+    }
+    return mk_binop(op, l, r, loc);
+}
+
 static Expr *mk_unop(OpKind op, Expr *x, Loc loc)
 {
     Expr *e = expr_new(EX_UNOP, loc);
@@ -312,7 +332,7 @@ static TypeExpr *mk_tname(const char *name, List *args, Loc loc)
 %left PAR
 %left OROR
 %left ANDAND
-%nonassoc EQEQ NE LT LE GT GE
+%left EQEQ NE LT LE GT GE
 %left PLUS MINUS
 %left STAR SLASH PERCENT AT
 %precedence UMINUS BANG
@@ -764,12 +784,12 @@ expr
     | expr PAR expr             { $$ = mk_binop(OP_PAR, $1, $3, @$); }
     | expr OROR expr            { $$ = mk_binop(OP_OR, $1, $3, @$); }
     | expr ANDAND expr          { $$ = mk_binop(OP_AND, $1, $3, @$); }
-    | expr EQEQ expr            { $$ = mk_binop(OP_EQ, $1, $3, @$); }
-    | expr NE expr              { $$ = mk_binop(OP_NE, $1, $3, @$); }
-    | expr LT expr              { $$ = mk_binop(OP_LT, $1, $3, @$); }
-    | expr LE expr              { $$ = mk_binop(OP_LE, $1, $3, @$); }
-    | expr GT expr              { $$ = mk_binop(OP_GT, $1, $3, @$); }
-    | expr GE expr              { $$ = mk_binop(OP_GE, $1, $3, @$); }
+    | expr EQEQ expr            { $$ = mk_compare(OP_EQ, $1, @1, $3, @$); }
+    | expr NE expr              { $$ = mk_compare(OP_NE, $1, @1, $3, @$); }
+    | expr LT expr              { $$ = mk_compare(OP_LT, $1, @1, $3, @$); }
+    | expr LE expr              { $$ = mk_compare(OP_LE, $1, @1, $3, @$); }
+    | expr GT expr              { $$ = mk_compare(OP_GT, $1, @1, $3, @$); }
+    | expr GE expr              { $$ = mk_compare(OP_GE, $1, @1, $3, @$); }
     | expr PLUS expr            { $$ = mk_binop(OP_ADD, $1, $3, @$); }
     | expr MINUS expr           { $$ = mk_binop(OP_SUB, $1, $3, @$); }
     | expr STAR expr            { $$ = mk_binop(OP_MUL, $1, $3, @$); }

@@ -33,6 +33,37 @@ void dlrt_error_set(const char *fmt, ...)
     va_end(ap);
 }
 
+/* Shows the source line of a run-time error under its message, with a caret
+ * at the column, as the compiler's diagnostics do (compiler/diag.c). The file
+ * is the path the program was compiled from; when it cannot be read (the
+ * program runs elsewhere) only the message is shown. */
+static void show_source_line(const dl_srcloc *loc)
+{
+    FILE *f = fopen(loc->file, "r");
+    if (!f)
+        return;
+    char line[4096];
+    int n = 0;
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        if (++n == loc->line) {
+            found = true;
+            break;
+        }
+        /* a line longer than the buffer: skip the rest of it */
+        while (!strchr(line, '\n') && fgets(line, sizeof line, f)) {}
+    }
+    fclose(f);
+    if (!found)
+        return;
+    line[strcspn(line, "\r\n")] = 0;
+    fprintf(stderr, "%5d | %s\n      | ", (int)loc->line, line);
+    int len = (int)strlen(line);
+    for (int i = 0; i < loc->col - 1 && i < len; i++)
+        fputc(line[i] == '\t' ? '\t' : ' ', stderr);
+    fputs("^\n", stderr);
+}
+
 /* A trap catches the error (and is popped, so a handler that raises again
  * reaches the next one out); without one the error ends the process after
  * the program's own output, so that the message comes last. */
@@ -49,8 +80,11 @@ void dlrt_error_raise(const dl_srcloc *loc)
     fflush(dlrt_output());
     if (loc && loc->file) {
         if (loc->line > 0 && loc->col > 0)
+        {
             fprintf(stderr, "%s:%d:%d: error: %s\n", loc->file, (int)loc->line, (int)loc->col,
                     err_msg);
+            show_source_line(loc);
+        }
         else if (loc->line > 0)
             fprintf(stderr, "%s:%d: error: %s\n", loc->file, (int)loc->line, err_msg);
         else

@@ -143,7 +143,10 @@ case $t in
     if [ -n "$experr" ]; then
         cat "$work/err"
         [ $st -eq 1 ] || fail "expected a run-time error (status 1), got $st"
-        grep -qF -- "$experr" "$work/err" || fail "stderr lacks '$experr'"
+        sed -n 's/^ *-- expect-error: //p' "$t" > "$work/experr"
+        while IFS= read -r e; do
+            grep -qF -- "$e" "$work/err" || fail "stderr lacks '$e'"
+        done < "$work/experr"
     else
         [ $st -eq 0 ] || { cat "$work/err"; fail "exit status $st"; }
     fi
