@@ -53,10 +53,43 @@ static bool is_wild(Pat *p)
     return !p || p->kind == PAT_WILD || p->kind == PAT_UNIT;
 }
 
+static CAtom *fail_with(Match *M, CBlock *b, const char *text)
+{
+    CAtom *msg = core_atom_string(text);
+    return core_emit_prim(b, "fail", P_ERROR, M->rtype, M->loc, &msg, 1, 0);
+}
+
 static CAtom *fail_leaf(Match *M, CBlock *b)
 {
-    CAtom *msg = core_atom_string("match failure");
-    return core_emit_prim(b, "fail", P_ERROR, M->rtype, M->loc, &msg, 1, 0);
+    return fail_with(M, b, "match failure: no case covers the value");
+}
+
+/* The failure of a switch's default branch that no row reaches names the
+ * constructors the value can have there: "the value is B or C, which no
+ * case covers" (up to six names, then "..."). */
+static CAtom *fail_constructors(Match *M, CBlock *b, TypeDecl *d, const bool *have)
+{
+    StrBuf sb = {0};
+    sb_puts(&sb, "match failure: the value is ");
+    int n = 0, missing = 0;
+    for (int c = 0; c < d->ncons; c++)
+        missing += !have[c];
+    for (int c = 0; c < d->ncons; c++) {
+        if (have[c])
+            continue;
+        if (n == 6) {
+            sb_puts(&sb, ", ...");
+            break;
+        }
+        if (n > 0)
+            sb_puts(&sb, n == missing - 1 ? " or " : ", ");
+        sb_puts(&sb, d->cons[c]);
+        n++;
+    }
+    sb_puts(&sb, ", which no case covers");
+    CAtom *r = fail_with(M, b, arena_strdup(dcc_arena, sb.data));
+    sb_free(&sb);
+    return r;
 }
 
 static CAtom *action_leaf(Match *M, Row *r, CBlock *b)
@@ -256,7 +289,10 @@ static CAtom *switch_con(Match *M, CAtom **occ, int ncol, Row *rows, int nrows, 
         a->body = core_block_new();
         int nr;
         Row *nrs = specialise(rows, nrows, ncol, j, 0, keep_default, con_sub, NULL, &nr);
-        a->body->result = compile(M, replace_cols(occ, ncol, j, NULL, 0), ncol - 1, nrs, nr, a->body);
+        if (nr == 0)
+            a->body->result = fail_constructors(M, a->body, d, have);
+        else
+            a->body->result = compile(M, replace_cols(occ, ncol, j, NULL, 0), ncol - 1, nrs, nr, a->body);
     }
     return core_atom_var(core_bind(b, "m", e));
 }
