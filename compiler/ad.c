@@ -247,6 +247,7 @@ bool ad_transform_program(CProgram *p)
     ad_forward_init();
     ad_taylor_init();
     ad_forward_reset();
+    ad_defun_reset(p);
     bool ok = true;
     for (int i = 0; i < p->nfuns; i++)
         ok &= ad_prepare_fun(p->funs[i]);

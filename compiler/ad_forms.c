@@ -8,6 +8,8 @@
  * mode, which linearises and transposes it). */
 #include "ad.h"
 
+#include <string.h>
+
 /* ================================================================ the reusable entry */
 
 static void lin_block(CBlock *b, CoreMap *lin);
@@ -605,4 +607,450 @@ CAtom *ad_forward_grad_form(CProgram *p, CExpr *e, CBlock *b)
     }
     t->result = g;
     return expand_into(p, t, b);
+}
+
+
+/* ================================================================ defunctionalisation */
+
+/* A function value f : a -> b that comes from outside a differentiated
+ * region, applied there to a value with a tangent (docs/ad.md, "Function
+ * values from outside the region"). Its code is not known where it is
+ * applied, but the program is whole: f is a closure of one of the lambdas
+ * of type a -> b in the program, or one of its top-level functions used as
+ * a value. As in Reynolds' defunctionalisation ("Definitional interpreters
+ * for higher-order programming languages", 1972), the application becomes
+ * a dispatch on f's code over that finite set, P_DEFUN (dcc.h), whose
+ * case k calls target_k(caps_k..., x) = λ_k's body, its captured
+ * variables caps_k read out of f's cell. The dispatch is then an ordinary
+ * primitive with a forward rule and a vector-Jacobian rule: each is the
+ * same dispatch over targets that are `jvp` / `vjp` forms of the previous
+ * targets, expanded by the AD stages like any other form (so nesting to
+ * any order works). The captured variables come from outside the region:
+ * their tangents are zero, they are parameters of the targets that the
+ * forms do not differentiate, and the rule is exact. A lambda applying
+ * another opaque function (composition, recursion passing f down) gets
+ * the same treatment inside its target. The candidates are collected
+ * before the AD stages run (ad_defun_reset): the lambdas the stages
+ * generate never leave their region. */
+
+typedef struct DefunMemo {
+    int m;
+    DerivKind form;
+    int64_t parent;
+    Type *ft;
+    int64_t id;
+} DefunMemo;
+
+static struct {
+    Vec defuns;    /* Defun *, by id */
+    CoreMap lams;  /* CLambda * -> its first DefunCase */
+    Vec cand_lams; /* CLambda *: the candidates of the current program */
+    Vec cand_funs; /* CFun *: top-level functions used as values */
+    CoreMap seen;  /* CFun * -> 1 in cand_funs */
+    Vec memo;      /* DefunMemo *, of the current program */
+    bool seen_kind[2]; /* ad_defun_data_guard */
+    Loc seen_loc[2];
+} D;
+
+static void defun_scan_block(CBlock *b);
+
+static void defun_scan_atom(CAtom *a)
+{
+    if (a && a->kind == CA_FUN && (a->u.fun->nparams == 1 || a->u.fun->nparams == 2) && a->u.fun->body &&
+        rs(a->type)->kind == TY_FUNC &&
+        !core_map_get(&D.seen, a->u.fun)) {
+        core_map_put(&D.seen, a->u.fun, (void *)1);
+        vec_push(&D.cand_funs, a->u.fun);
+    }
+}
+
+static void defun_scan_lambda(CLambda *l)
+{
+    if (l)
+        defun_scan_block(l->body);
+}
+
+static void defun_scan_block(CBlock *b)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < b->nbinds; i++) {
+        CExpr *e = b->binds[i].e;
+        for (int j = 0; j < e->nargs; j++)
+            defun_scan_atom(e->args[j]);
+        switch (e->kind) {
+        case CE_LAMBDA:
+            if (e->u.lambda->nparams == 1 || e->u.lambda->nparams == 2) {
+                vec_push(&D.cand_lams, e->u.lambda);
+                if (!e->u.lambda->origin) /* before the AD stages copy it */
+                    e->u.lambda->origin = e->u.lambda;
+            }
+            defun_scan_lambda(e->u.lambda);
+            break;
+        case CE_IF: defun_scan_block(e->u.if_.then_); defun_scan_block(e->u.if_.else_); break;
+        case CE_CASE:
+            for (int j = 0; j < e->u.case_.nalts; j++)
+                defun_scan_block(e->u.case_.alts[j].body);
+            break;
+        case CE_LOOP:
+            defun_scan_block(e->u.loop.cond);
+            defun_scan_block(e->u.loop.body);
+            break;
+        case CE_SOAC: defun_scan_lambda(e->u.soac.fn); break;
+        case CE_DERIV: defun_scan_lambda(e->u.deriv.fn); break;
+        default: break;
+        }
+    }
+    defun_scan_atom(b->result);
+}
+
+static CAtom *defun_jvp_rule(AdFwd *F, CExpr *e, CAtom **x, CAtom **dx, CAtom *y);
+
+void ad_defun_reset(CProgram *p)
+{
+    vec_free(&D.cand_lams);
+    vec_free(&D.cand_funs);
+    vec_free(&D.memo);
+    core_map_free(&D.seen);
+    memset(&D.seen, 0, sizeof D.seen);
+    for (int i = 0; i < p->nfuns; i++)
+        defun_scan_block(p->funs[i]->body);
+    core_prims[P_DEFUN].jvp_rule = (void *)defun_jvp_rule;
+    D.seen_kind[0] = D.seen_kind[1] = false;
+}
+
+bool ad_defun_data_guard(int kind, Loc loc)
+{
+    if (!D.seen_kind[kind]) {
+        D.seen_kind[kind] = true;
+        D.seen_loc[kind] = loc;
+    }
+    if (!D.seen_kind[1 - kind])
+        return true;
+    Loc st = kind == 0 ? loc : D.seen_loc[0], use = kind == 1 ? loc : D.seen_loc[1];
+    error_at(use, "reverse mode: cannot differentiate through this function value taken out of a data "
+                  "structure: the program also stores a closure over the differentiated input in one");
+    note_at(st, "the closure is stored here");
+    D.seen_kind[kind] = D.seen_kind[1 - kind] = false; /* reported once */
+    return false;
+}
+
+void ad_defun_candidate(CLambda *l)
+{
+    if (l->nparams != 1)
+        return;
+    if (!l->origin)
+        l->origin = l;
+    vec_push(&D.cand_lams, l);
+}
+
+Defun *ad_defun_get(int64_t id)
+{
+    return id >= 0 && id < D.defuns.len ? D.defuns.data[id] : NULL;
+}
+
+CVar **ad_defun_caps(const CLambda *l, int *n)
+{
+    DefunCase *c = l ? core_map_get(&D.lams, l) : NULL;
+    *n = c ? c->ncaps : 0;
+    return c ? c->caps : NULL;
+}
+
+static Type *fun_type(CFun *f)
+{
+    Type *t = f->ret;
+    for (int j = f->nparams - 1; j >= 0; j--)
+        t = type_func(f->params[j]->type, t);
+    return t;
+}
+
+/* The type of the arguments of d's targets after the captured variables,
+ * as one value (a tuple when several). */
+static Type *defun_arg_type(Defun *d)
+{
+    CFun *t = d->cases[0].target;
+    int c = d->cases[0].ncaps;
+    if (d->nargs == 1)
+        return t->params[c]->type;
+    Type **ts = NEWN(Type *, d->nargs);
+    for (int i = 0; i < d->nargs; i++)
+        ts[i] = t->params[c + i]->type;
+    return type_tuple(ts, d->nargs);
+}
+
+static CFun *defun_fun(CProgram *p, const char *base, DefunCase *c, Loc loc)
+{
+    CFun *g = core_fun_new(ad_fun_name(p, c->fun ? arena_printf(dcc_arena, "%s_%s", base, c->fun->name) : base),
+                           "a function value", loc);
+    g->is_helper = true;
+    return g;
+}
+
+/* case k of a call with m (1 or 2) arguments: target(caps..., x[, z]) =
+ * λ_k's body (applied to z when λ_k has one parameter), or F x [z] */
+static CFun *defun_call_target(CProgram *p, Type *ft, int m, DefunCase *c, Loc loc)
+{
+    CFun *g = defun_fun(p, "defun_call", c, loc);
+    g->nparams = c->ncaps + m;
+    g->params = NEWN(CVar *, g->nparams);
+    CVar **from = NEWN(CVar *, g->nparams);
+    CAtom **to = NEWN(CAtom *, g->nparams);
+    for (int i = 0; i < c->ncaps; i++) {
+        g->params[i] = core_var(c->caps[i]->name, c->caps[i]->type, loc);
+        from[i] = c->caps[i];
+        to[i] = core_atom_var(g->params[i]);
+    }
+    Type *t = rs(ft);
+    for (int i = 0; i < m; i++) {
+        g->params[c->ncaps + i] = core_var(i ? "z" : "x", t->args[0], loc);
+        t = rs(t->args[1]);
+    }
+    g->ret = t;
+    int direct; /* the arguments the lambda or function takes itself */
+    CAtom *r;
+    if (c->lam) {
+        direct = c->lam->nparams < m ? c->lam->nparams : m;
+        for (int i = 0; i < direct; i++) {
+            from[c->ncaps + i] = c->lam->params[i];
+            to[c->ncaps + i] = core_atom_var(g->params[c->ncaps + i]);
+        }
+        g->body = core_copy_block(c->lam->body, from, to, c->ncaps + direct);
+        r = g->body->result;
+    } else {
+        direct = c->fun->nparams < m ? c->fun->nparams : m;
+        g->body = core_block_new();
+        Type *rt = rs(ft);
+        for (int i = 0; i < direct; i++)
+            rt = rs(rt->args[1]);
+        CExpr *call = core_expr(CE_CALL, rt, loc);
+        call->u.fun = c->fun;
+        call->nargs = direct;
+        call->args = NEWN(CAtom *, direct);
+        for (int i = 0; i < direct; i++)
+            call->args[i] = core_atom_var(g->params[c->ncaps + i]);
+        r = core_atom_var(core_bind(g->body, "y", call));
+    }
+    for (int i = direct; i < m; i++) {
+        CExpr *ap = core_expr(CE_APPLY, rs(core_atom_type(r))->args[1], loc);
+        ap->nargs = 2;
+        ap->args = NEWN(CAtom *, 2);
+        ap->args[0] = r;
+        ap->args[1] = core_atom_var(g->params[c->ncaps + i]);
+        r = core_atom_var(core_bind(g->body, "y", ap));
+    }
+    g->body->result = r;
+    core_program_add(p, g);
+    return g;
+}
+
+/* case k of a derivative of the parent's case pc:
+ *   jvp:  target(caps..., p, dp) = jvp (fn q => pc.target(caps..., q...)) p dp
+ *   vjp:  target(caps..., p, ȳ)  = (vjp (fn q => pc.target(caps..., q...)) p).1 ȳ */
+static CFun *defun_deriv_target(CProgram *p, DerivKind form, Defun *pd, DefunCase *pc, Type *rt, Loc loc)
+{
+    CFun *g = defun_fun(p, form == DERIV_JVP ? "defun_jvp" : "defun_vjp", pc, loc);
+    Type *pt = defun_arg_type(pd);
+    g->nparams = pc->ncaps + 2;
+    g->params = NEWN(CVar *, g->nparams);
+    for (int i = 0; i < pc->ncaps; i++)
+        g->params[i] = core_var(pc->caps[i]->name, pc->caps[i]->type, loc);
+    CVar *pv = core_var("p", pt, loc);
+    CVar *sv = core_var(form == DERIV_JVP ? "dp" : "ct", form == DERIV_JVP ? tangent_of(pt) : tangent_of(pc->target->ret), loc);
+    g->params[pc->ncaps] = pv;
+    g->params[pc->ncaps + 1] = sv;
+    g->ret = rt;
+    /* fn q => pc.target(caps..., q.0, ...) */
+    CVar *q = core_var("q", pt, loc);
+    CBlock *lb = core_block_new();
+    CExpr *call = core_expr(CE_CALL, pc->target->ret, loc);
+    call->u.fun = pc->target;
+    call->nargs = pc->target->nparams;
+    call->args = NEWN(CAtom *, call->nargs);
+    for (int i = 0; i < pc->ncaps; i++)
+        call->args[i] = core_atom_var(g->params[i]);
+    CAtom *qa = core_atom_var(q);
+    for (int i = 0; i < pd->nargs; i++)
+        call->args[pc->ncaps + i] =
+            pd->nargs == 1 ? qa
+                           : core_atom_var(core_bind(lb, "q", core_prim(P_PROJ, rs(pt)->args[i], loc, &qa, 1, i)));
+    lb->result = core_atom_var(core_bind(lb, "y", call));
+    CLambda *l = core_lambda(&q, 1, lb, type_func(pt, pc->target->ret), loc);
+    g->body = core_block_new();
+    CExpr *d = core_expr(CE_DERIV, rt, loc);
+    d->u.deriv.fn = l;
+    if (form == DERIV_JVP) {
+        d->u.deriv.kind = DERIV_JVP;
+        d->nargs = 2;
+        d->args = NEWN(CAtom *, 2);
+        d->args[0] = core_atom_var(pv);
+        d->args[1] = core_atom_var(sv);
+        g->body->result = core_atom_var(core_bind(g->body, "r", d));
+    } else {
+        Type *pbt = type_func(tangent_of(pc->target->ret), tangent_of(pt));
+        d->type = type_tuple2(pc->target->ret, pbt);
+        d->u.deriv.kind = DERIV_VJP;
+        d->nargs = 1;
+        d->args = NEWN(CAtom *, 1);
+        d->args[0] = core_atom_var(pv);
+        CAtom *r = core_atom_var(core_bind(g->body, "r", d));
+        CAtom *pb = core_atom_var(core_bind(g->body, "pb", core_prim(P_PROJ, pbt, loc, &r, 1, 1)));
+        CExpr *ap = core_expr(CE_APPLY, rt, loc);
+        ap->nargs = 2;
+        ap->args = NEWN(CAtom *, 2);
+        ap->args[0] = pb;
+        ap->args[1] = core_atom_var(sv);
+        g->body->result = core_atom_var(core_bind(g->body, "g", ap));
+    }
+    core_program_add(p, g);
+    return g;
+}
+
+static Defun *defun_new(DerivKind form, int64_t parent, Type *ft, int nargs, int64_t *id)
+{
+    Defun *d = NEW(Defun);
+    d->form = form;
+    d->parent = parent;
+    d->ftype = ft;
+    d->nargs = form == DERIV_NONE ? nargs : 2;
+    *id = D.defuns.len;
+    vec_push(&D.defuns, d);
+    DefunMemo *m = NEW(DefunMemo);
+    m->m = d->nargs;
+    m->form = form;
+    m->parent = parent;
+    m->ft = ft;
+    m->id = *id;
+    vec_push(&D.memo, m);
+    return d;
+}
+
+static int64_t defun_memo(DerivKind form, int64_t parent, Type *ft, int nargs)
+{
+    for (int i = 0; i < D.memo.len; i++) {
+        DefunMemo *m = D.memo.data[i];
+        if (m->form == form && m->parent == parent && (parent >= 0 || (m->m == nargs && core_type_equal(m->ft, ft))))
+            return m->id;
+    }
+    return -1;
+}
+
+static CExpr *defun_prim(Defun *d, int64_t id, CAtom *f, CAtom **args, Type *rt, Loc loc)
+{
+    CExpr *e = core_expr(CE_PRIM, rt, loc);
+    e->u.prim.op = P_DEFUN;
+    e->u.prim.imm = id;
+    e->nargs = 1 + d->nargs + d->ncases;
+    e->args = NEWN(CAtom *, e->nargs);
+    e->args[0] = f;
+    for (int i = 0; i < d->nargs; i++)
+        e->args[1 + i] = args[i];
+    for (int i = 0; i < d->ncases; i++)
+        e->args[1 + d->nargs + i] = core_atom_fun(d->cases[i].target, fun_type(d->cases[i].target));
+    return e;
+}
+
+/* Whether a candidate of type ct taking np parameters itself is one for f
+ * of type ft applied to m arguments. */
+static bool defun_fits(Type *ct, int np, Type *ft, int m)
+{
+    return np <= m && core_type_equal(ct, ft);
+}
+
+CExpr *ad_defun_call(CProgram *p, CAtom *f, CAtom **xs, int m, Type *rt, Loc loc)
+{
+    Type *ft = rs(core_atom_type(f));
+    int64_t id = defun_memo(DERIV_NONE, -1, ft, m);
+    Defun *d;
+    if (id >= 0) {
+        d = ad_defun_get(id);
+    } else {
+        d = defun_new(DERIV_NONE, -1, ft, m, &id);
+        int n = 0;
+        for (int i = 0; i < D.cand_lams.len; i++) {
+            CLambda *l = D.cand_lams.data[i];
+            n += defun_fits(l->type, l->nparams, ft, m);
+        }
+        for (int i = 0; i < D.cand_funs.len; i++) {
+            CFun *g = D.cand_funs.data[i];
+            n += defun_fits(fun_type(g), g->nparams, ft, m);
+        }
+        d->cases = NEWN(DefunCase, n > 0 ? n : 1);
+        for (int i = 0; i < D.cand_lams.len; i++) {
+            CLambda *l = D.cand_lams.data[i];
+            if (!defun_fits(l->type, l->nparams, ft, m))
+                continue;
+            DefunCase *c = &d->cases[d->ncases++];
+            c->lam = l;
+            Vec fv = {0};
+            ad_lambda_free_vars(l, &fv);
+            c->ncaps = fv.len;
+            c->caps = NEWN(CVar *, fv.len > 0 ? fv.len : 1);
+            for (int j = 0; j < fv.len; j++)
+                c->caps[j] = fv.data[j];
+            vec_free(&fv);
+            if (!l->origin)
+                l->origin = l;
+            if (!core_map_get(&D.lams, l->origin))
+                core_map_put(&D.lams, l->origin, c);
+        }
+        for (int i = 0; i < D.cand_funs.len; i++) {
+            CFun *g = D.cand_funs.data[i];
+            if (defun_fits(fun_type(g), g->nparams, ft, m))
+                d->cases[d->ncases++].fun = g;
+        }
+        for (int i = 0; i < d->ncases; i++)
+            d->cases[i].target = defun_call_target(p, ft, m, &d->cases[i], loc);
+    }
+    if (d->ncases == 0)
+        return NULL;
+    return defun_prim(d, id, f, xs, rt, loc);
+}
+
+CExpr *ad_defun_derive(CProgram *p, CExpr *e, DerivKind form, CAtom *pa, CAtom *s, Type *rt)
+{
+    int64_t pid = e->u.prim.imm;
+    Defun *pd = ad_defun_get(pid);
+    int64_t id = defun_memo(form, pid, NULL, 2);
+    Defun *d;
+    if (id >= 0) {
+        d = ad_defun_get(id);
+    } else {
+        d = defun_new(form, pid, pd->ftype, 2, &id);
+        d->ncases = pd->ncases;
+        d->cases = NEWN(DefunCase, pd->ncases > 0 ? pd->ncases : 1);
+        for (int i = 0; i < pd->ncases; i++) {
+            d->cases[i] = pd->cases[i];
+            d->cases[i].target = defun_deriv_target(p, form, pd, &pd->cases[i], rt, e->loc);
+        }
+    }
+    CAtom *args[2] = {pa, s};
+    return defun_prim(d, id, e->args[0], args, rt, e->loc);
+}
+
+/* P_DEFUN's forward rule: dy = (jvp of the dispatch at (xs, dxs)).1, the
+ * same dispatch over jvp targets (ad_defun_derive). */
+static CAtom *defun_jvp_rule(AdFwd *F, CExpr *e, CAtom **x, CAtom **dx, CAtom *y)
+{
+    (void)y;
+    Defun *d = ad_defun_get(e->u.prim.imm);
+    int m = d->nargs;
+    CAtom *pa, *dp;
+    if (m == 1) {
+        pa = x[1];
+        dp = ad_materialise(F, dx[1], core_atom_type(x[1]), x[1]);
+    } else {
+        CAtom **xs = NEWN(CAtom *, m), **ds = NEWN(CAtom *, m);
+        Type **ts = NEWN(Type *, m);
+        for (int i = 0; i < m; i++) {
+            xs[i] = x[1 + i];
+            ts[i] = core_atom_type(xs[i]);
+            ds[i] = ad_materialise(F, dx[1 + i], ts[i], xs[i]);
+        }
+        Type *pt = type_tuple(ts, m);
+        pa = ad_emit(F, "p", P_TUPLE, pt, xs, m, 0);
+        dp = ad_emit(F, "dp", P_TUPLE, tangent_of(pt), ds, m, 0);
+    }
+    Type *rt = type_tuple2(e->type, tangent_of(e->type));
+    CAtom *r = ad_bind_expr(F, "r", ad_defun_derive(F->prog, e, DERIV_JVP, pa, dp, rt));
+    return ad_nz(ad_emit1(F, "dy", P_PROJ, tangent_of(e->type), r, 1));
 }

@@ -100,6 +100,15 @@ static void fv_block(CBlock *b, CoreMap *bound, Vec *out, CoreMap *seen)
     fv_atom(b->result, bound, out, seen);
 }
 
+/* The free variables of a lambda, in order of first use (ad_defun). */
+void ad_lambda_free_vars(CLambda *l, Vec *out)
+{
+    CoreMap bound = {0}, seen = {0};
+    fv_lambda(l, &bound, out, &seen);
+    core_map_free(&bound);
+    core_map_free(&seen);
+}
+
 /* Whether a lambda uses a variable whose representation carries a tangent. */
 static bool lambda_active(AdFwd *F, CLambda *l)
 {
@@ -391,6 +400,33 @@ static AdRep *fwd_vjp_rule(AdFwd *F, CVar *xv, CExpr *e, AdRep **ar)
     return res;
 }
 
+/* hofn: whether a block applies the variable p by a dispatch on its code
+ * (P_DEFUN f = p, ad_defun_call): a function that does takes the closure
+ * itself for p, not its dual. */
+static bool defuns_var(CBlock *b, CVar *p)
+{
+    for (int i = 0; b && i < b->nbinds; i++) {
+        CExpr *e = b->binds[i].e;
+        if (e->kind == CE_PRIM && e->u.prim.op == P_DEFUN && e->args[0]->kind == CA_VAR && e->args[0]->u.var == p)
+            return true;
+        bool in = false;
+        switch (e->kind) {
+        case CE_LAMBDA: in = defuns_var(e->u.lambda->body, p); break;
+        case CE_IF: in = defuns_var(e->u.if_.then_, p) || defuns_var(e->u.if_.else_, p); break;
+        case CE_CASE:
+            for (int j = 0; j < e->u.case_.nalts && !in; j++)
+                in = defuns_var(e->u.case_.alts[j].body, p);
+            break;
+        case CE_LOOP: in = defuns_var(e->u.loop.cond, p) || defuns_var(e->u.loop.body, p); break;
+        case CE_SOAC: in = defuns_var(e->u.soac.fn->body, p); break;
+        default: break;
+        }
+        if (in)
+            return true;
+    }
+    return false;
+}
+
 static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
 {
     CFun *f = e->u.fun;
@@ -407,7 +443,8 @@ static AdRep *fwd_call(AdFwd *F, CVar *xv, CExpr *e)
                 active = true;
             if (!ar[i]->c[0])
                 primal_ok = false;
-            if (ar[i]->dual && i < 64)
+            if (ar[i]->dual && i < 64 && !(ar[i]->c[0] && !ar[i]->active && f->body && i < f->nparams &&
+                                           defuns_var(f->body, f->params[i])))
                 mask |= (uint64_t)1 << i;
         } else if (k == TK_DIFF && ad_rep_has_tangent(F, ar[i])) {
             active = true;
@@ -573,6 +610,7 @@ static CAtom *dual_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
     body->result = ad_pack(F, r, b, l->loc);
     F->blk = save;
     CLambda *nl = core_lambda(&pp, 1, body, ad_pack_type(ft, F->order), l->loc);
+    ad_defun_candidate(nl);
     return ad_bind_lambda(F, name, nl, nl->type);
 }
 
@@ -606,6 +644,7 @@ static CAtom *primal_closure(AdFwd *F, CLambda *l, Type *ft, const char *name)
     }
     F->blk = save;
     CLambda *nl = core_lambda(&p, 1, body, ft, l->loc);
+    ad_defun_candidate(nl);
     return ad_bind_lambda(F, name, nl, ft);
 }
 
@@ -636,6 +675,16 @@ static AdRep *fwd_apply(AdFwd *F, CVar *xv, CExpr *e)
         ap->args[1] = pa;
         CAtom *r = ad_bind_expr(F, xv->name, ap);
         return ad_unpack(F, r, e->type);
+    }
+    if (ad_rep_has_tangent(F, a) && c->c[0] && !c->active && ad_tkind(e->type) == TK_NONE)
+        a = ad_rep(F, a->c[0]); /* no tangent to compute: the primal application below */
+    if (ad_rep_has_tangent(F, a) && c->c[0] && !c->active && ad_tkind(at) == TK_DIFF &&
+        ad_tkind(e->type) == TK_DIFF && F->order == 1) {
+        /* a function value from outside: the application as a dispatch on
+         * its code, differentiated by P_DEFUN's rule (ad_defun_call) */
+        CExpr *d = ad_defun_call(F->prog, e->args[0], &e->args[1], 1, e->type, e->loc);
+        if (d)
+            return fwd_prim(F, xv, d);
     }
     if (ad_rep_has_tangent(F, a)) {
         ad_error(F, e->loc, "cannot differentiate through this function value: it comes from outside the "
@@ -1031,6 +1080,41 @@ static CLambda *primal_lambda(AdFwd *F, CLambda *l)
     return core_lambda(ps, l->nparams, body, l->type, l->loc);
 }
 
+/* A map body whose work is more than a few scalar operations per element:
+ * it computes arrays (a row operation, a matrix product) or runs a loop or
+ * an inner SOAC. Forward mode then computes the primal and the tangents in
+ * one map (an array of tuples, projected) instead of recomputing the body
+ * for the primal: a second primal pass would cost as much as the primal. */
+static bool block_costly(CBlock *b);
+
+static bool expr_costly(CExpr *e)
+{
+    switch (e->kind) {
+    case CE_SOAC:
+    case CE_LOOP: return true;
+    case CE_IF: return block_costly(e->u.if_.then_) || block_costly(e->u.if_.else_);
+    case CE_CASE:
+        for (int i = 0; i < e->u.case_.nalts; i++)
+            if (block_costly(e->u.case_.alts[i].body))
+                return true;
+        return false;
+    default: return false;
+    }
+}
+
+static bool block_costly(CBlock *b)
+{
+    for (int i = 0; i < b->nbinds; i++) {
+        CBind *bd = &b->binds[i];
+        if (expr_costly(bd->e))
+            return true;
+        if (bd->e->kind == CE_PRIM && bd->var && rs(bd->var->type)->kind == TY_ARRAY &&
+            bd->e->u.prim.op != P_INDEX)
+            return true;
+    }
+    return false;
+}
+
 static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
 {
     int n = e->nargs, K = F->order;
@@ -1082,8 +1166,9 @@ static AdRep *fwd_map(AdFwd *F, CVar *xv, CExpr *e)
         return res;
     }
     /* the tangent map returns the carried slots; with effects in the body,
-     * one map returns the primal too (its effects happen once) */
-    bool with_primal = effects;
+     * one map returns the primal too (its effects happen once), and so
+     * does a costly body (computed once) */
+    bool with_primal = effects || block_costly(l->body);
     int nout = m + (with_primal ? 1 : 0);
     Type **ots = NEWN(Type *, nout > 0 ? nout : 1);
     CAtom **oas = NEWN(CAtom *, nout > 0 ? nout : 1);

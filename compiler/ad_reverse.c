@@ -523,6 +523,17 @@ static void fwd_call(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         fwd_bind(F, dst, x, atom_e(c->result));
         return;
     }
+    /* hofn: f_rev and f_bwd take function parameters as constants (their
+     * applications dispatch by ad_defun_call); a closure over the
+     * differentiated variables cannot be one */
+    for (int i = 0; i < e->nargs; i++)
+        if (type_resolve(core_atom_type(e->args[i]))->kind == TY_FUNC && atom_active(e->args[i])) {
+            rv_error(e->loc, "reverse mode: cannot differentiate this call of '%s': it passes a function "
+                             "value that depends on the differentiated input to a function that is not "
+                             "inlined (recursive or large)", f->src_name);
+            fpush(F, dst, x, e);
+            return;
+        }
     if (F->norec) {
         fpush(F, dst, x, e);
         Entry *en = tape(F, EN_RECOMPUTE, x, e);
@@ -535,6 +546,18 @@ static void fwd_call(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 }
 
 static CFun *get_bwd(CFun *f);
+
+/* hofn: f is a projection out of a tuple, record, array or variant */
+static bool fun_from_data(CAtom *f)
+{
+    CExpr *d = known_def(f);
+    while (d && d->kind == CE_ATOM)
+        d = known_def(d->args[0]);
+    if (!d || d->kind != CE_PRIM)
+        return false;
+    Prim op = d->u.prim.op;
+    return op == P_FIELD || op == P_PROJ || op == P_INDEX || op == P_PAYLOAD;
+}
 
 static void fwd_apply(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 {
@@ -571,6 +594,43 @@ static void fwd_apply(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         fwd_bind(F, dst, x, atom_e(c->result));
         return;
     }
+    /* hofn: a function value from outside the region (or taken out of a
+     * data structure: a constant, ad_defun_data_guard), as a dispatch on
+     * its code (ad_defun_call in ad_forms.c; its VJP is vjp_prim's) */
+    bool konst = !atom_active(e->args[0]) || fun_from_data(e->args[0]);
+    bool fres = type_resolve(x->type)->kind == TY_FUNC;
+    CExpr *pa = known_def(e->args[0]);
+    if (act && !konst && !fres && pa && pa->kind == CE_APPLY && pa->nargs == 2 &&
+        (!atom_active(pa->args[0]) || (fun_from_data(pa->args[0]) && ad_defun_data_guard(1, e->loc)))) {
+        /* f q z with f a constant of two (curried) parameters: one
+         * dispatch on both arguments; the partial application f q below
+         * gets no adjoint */
+        CAtom *xs[2] = {pa->args[1], e->args[1]};
+        CExpr *de = ad_defun_call(R->prog, pa->args[0], xs, 2, x->type, e->loc);
+        if (de) {
+            fwd_bind(F, dst, x, de);
+            return;
+        }
+    }
+    if (act && konst && fres) {
+        /* the partial application f q of a constant: applied above; any
+         * other use of its adjoint is reported (EN_CLOSURE) */
+        fpush(F, dst, x, e);
+        tape(F, EN_CLOSURE, x, e);
+        return;
+    }
+    if (act && konst && !atom_active(e->args[1]) && ad_defun_data_guard(1, e->loc)) {
+        fpush(F, dst, x, e);
+        return;
+    }
+    if (act && konst && has_tan(core_atom_type(e->args[1])) &&
+        (!atom_active(e->args[0]) || ad_defun_data_guard(1, e->loc))) {
+        CExpr *de = ad_defun_call(R->prog, e->args[0], &e->args[1], 1, x->type, e->loc);
+        if (de) {
+            fwd_bind(F, dst, x, de);
+            return;
+        }
+    }
     fpush(F, dst, x, e);
     if (act)
         rv_error(e->loc, "reverse mode: cannot differentiate through this call of a function value: "
@@ -598,6 +658,10 @@ static void fwd_bind(Frame *F, CBlock *dst, CVar *x, CExpr *e)
             break;
         }
         fpush(F, dst, x, e);
+        for (int i = 0; op != P_DEFUN && i < e->nargs; i++) /* hofn: see ad_defun_data_guard */
+            if (type_resolve(core_atom_type(e->args[i]))->kind == TY_FUNC && atom_active(e->args[i]) &&
+                !fun_from_data(e->args[i]))
+                ad_defun_data_guard(0, e->loc);
         if ((core_prims[op].flags & PRIM_NONDIFF) || !has_tan(x->type))
             break;
         for (int i = 0; i < e->nargs; i++)
@@ -1070,7 +1134,8 @@ static CFun *get_vjp(CFun *f)
         pa[i] = core_atom_var(fv->params[i]);
         pt[i] = tan_t(f->params[i]->type);
         core_map_put(&F->bound, fv->params[i], (void *)1);
-        set_active(fv->params[i]);
+        if (type_resolve(fv->params[i]->type)->kind != TY_FUNC) /* hofn: see fwd_call */
+            set_active(fv->params[i]);
     }
     Type *ta = tuple_t(pt, n);
     Type *tpb = type_func(tan_t(f->ret), ta);
@@ -1124,7 +1189,8 @@ static CFun *get_bwd(CFun *f)
         pa[i] = core_atom_var(fb->params[i]);
         pt[i] = tan_t(f->params[i]->type);
         core_map_put(&F->bound, fb->params[i], (void *)1);
-        set_active(fb->params[i]);
+        if (type_resolve(fb->params[i]->type)->kind != TY_FUNC) /* hofn: see fwd_call */
+            set_active(fb->params[i]);
     }
     F->norec = true;
     CVar *ct = core_var("ct", tan_t(f->ret), f->loc);
@@ -1216,6 +1282,53 @@ static void bwd_entry(Bwd *B, CBlock *b, Entry *en)
 
 /* ------------------------------------------------------------ the forms */
 
+/* "[d0, d1, ...]" for the dims of an array, as a string at run time. */
+static CAtom *shape_string(CBlock *b, CAtom **d, int r)
+{
+    Type *st = type_string();
+    CAtom *s = core_atom_string("[");
+    for (int j = 0; j < r; j++) {
+        if (j)
+            s = P2(b, P_STR_CONCAT, st, s, core_atom_string(", "));
+        s = P2(b, P_STR_CONCAT, st, s, P1(b, P_SHOW, st, d[j]));
+    }
+    return P2(b, P_STR_CONCAT, st, s, core_atom_string("]"));
+}
+
+/* A pullback checks its cotangent: each array in it must have the shape of
+ * the corresponding array of the result y, else a run-time error names
+ * both shapes (a wrong shape would otherwise broadcast silently, or fail
+ * deep inside the backward sweep). */
+static void check_cotangent(CBlock *b, CAtom *ct, CAtom *y, int depth)
+{
+    Type *t = aty(y);
+    if (!has_tan(t) || depth > 8)
+        return;
+    if (t->kind == TY_ARRAY) {
+        if (!is_fl(elem_of(t)))
+            return;
+        CAtom *dc[8], *dy[8];
+        int r = dims_of(b, ct, dc);
+        dims_of(b, y, dy);
+        CAtom *bad = cmp2(b, P_NE, dc[0], dy[0]);
+        for (int j = 1; j < r; j++)
+            bad = P3(b, P_SELECT, type_bool(), cmp2(b, P_NE, dc[j], dy[j]), core_atom_bool(true), bad);
+        CBlock *fail = core_block_new();
+        Type *st = type_string();
+        CAtom *msg = core_atom_string("vjp: the pullback was given a cotangent of shape ");
+        msg = P2(fail, P_STR_CONCAT, st, msg, shape_string(fail, dc, r));
+        msg = P2(fail, P_STR_CONCAT, st, msg, core_atom_string(" for a result of shape "));
+        msg = P2(fail, P_STR_CONCAT, st, msg, shape_string(fail, dy, r));
+        fail->result = P1(fail, P_ERROR, type_unit(), msg);
+        bind(b, "chk", if_e(bad, type_unit(), fail, block_of(core_atom_unit())));
+        return;
+    }
+    int n = nparts(t);
+    for (int i = 0; i < n; i++)
+        if (has_tan(part_t(t, i)))
+            check_cotangent(b, proj(b, ct, i), proj(b, y, i), depth + 1);
+}
+
 /* Reverse mode of the region lambda l at x0 into out; returns the form's
  * value. */
 static CAtom *expand_form(CBlock *out, DerivKind kind, CLambda *l, CAtom *x0, Type *rtype)
@@ -1240,6 +1353,7 @@ static CAtom *expand_form(CBlock *out, DerivKind kind, CLambda *l, CAtom *x0, Ty
     case DERIV_VJP: {
         CVar *c = core_var("ct", tan_t(aty(y)), R->loc);
         CBlock *lb = core_block_new();
+        check_cotangent(lb, core_atom_var(c), y, 0);
         bwd_run(B, lb, y, core_atom_var(c));
         lb->result = materialize(lb, adj_get(B, p), core_atom_var(p), p->type);
         CAtom *vp[2] = {y, closure(out, c, lb)};

@@ -521,6 +521,12 @@ static CAtom *rev_segments(CBlock *b, Entry *en, CAtom *st)
     ForLoop FL = for_begin(len, tuple_of(ob, init, tot));
     CBlock *fb = FL.body;
     CAtom *sv = untuple(fb, FL.s, tot, 0);
+    /* the buffers taken out of the state first, as the forward loop does,
+     * so that each store updates its buffer in place (a projection after
+     * the body leaves the state holding it: a copy per store, quadratic) */
+    CAtom **bv = NEWN(CAtom *, nr > 0 ? nr : 1);
+    for (int j = 0; j < nr; j++)
+        bv[j] = untuple(fb, FL.s, tot, 1 + j);
     CAtom *iv = iadd(fb, lo, FL.i);
     CVar *from[2] = {en->ck_state, en->ivar};
     CAtom *to[2] = {sv, iv};
@@ -529,7 +535,7 @@ static CAtom *rev_segments(CBlock *b, Entry *en, CAtom *st)
     next[0] = proj(fb, r, 0);
     for (int j = 0; j < nr; j++) {
         CAtom *v = proj(fb, r, 1 + j);
-        next[1 + j] = buf_store(fb, untuple(fb, FL.s, tot, 1 + j), v, FL.i, len0);
+        next[1 + j] = buf_store(fb, bv[j], v, FL.i, len0);
     }
     CAtom *seg = for_end(ob, &FL, tuple_of(fb, next, tot));
     CAtom **bufs = NEWN(CAtom *, nr > 0 ? nr : 1);
@@ -614,6 +620,30 @@ static void scan_to_loop(Frame *F, CBlock *dst, CVar *x, CExpr *e)
     fwd_block(F, tmp, dst);
 }
 
+/* filter p xs as a gather: the kept indices keep = filter (fn i => p xs[i])
+ * (iota n) carry no derivative, and y = map (fn j => xs[j]) keep
+ * transposes, as any gather, to a scatter of ȳ into one zero array (the
+ * map's pullback accumulates a captured array in place). */
+static void filter_to_gather(Frame *F, CBlock *dst, CVar *x, CExpr *e)
+{
+    CLambda *l = e->u.soac.fn;
+    CBlock *tmp = core_block_new();
+    CAtom *xs = e->args[0];
+    Type *it = type_array(type_int(), 1);
+    CAtom *is = P1(tmp, P_IOTA, it, length_of(tmp, xs));
+    CVar *i = core_var("i", type_int(), R->loc);
+    CBlock *pb = core_block_new();
+    CAtom *xi = index1(pb, xs, core_atom_var(i));
+    pb->result = splice(pb, l->body, l->params, &xi, 1);
+    CAtom *keep = soac(tmp, SOAC_FILTER, it, lambda_n(&i, 1, pb), &is, 1);
+    CVar *j = core_var("j", type_int(), R->loc);
+    CBlock *gb = core_block_new();
+    gb->result = index1(gb, xs, core_atom_var(j));
+    CAtom *y = soac(tmp, SOAC_MAP, x->type, lambda_n(&j, 1, gb), &keep, 1);
+    push_bind(tmp, x, atom_e(y));
+    fwd_block(F, tmp, dst);
+}
+
 void fwd_soac(Frame *F, CBlock *dst, CVar *x, CExpr *e)
 {
     if (!has_tan(x->type) || !uses_active_expr(e)) {
@@ -646,8 +676,7 @@ void fwd_soac(Frame *F, CBlock *dst, CVar *x, CExpr *e)
         scan_to_loop(F, dst, x, e);
         return;
     case SOAC_FILTER:
-        fpush(F, dst, x, e);
-        rv_error(e->loc, "reverse mode through 'filter' is not implemented yet");
+        filter_to_gather(F, dst, x, e);
         return;
     }
 }

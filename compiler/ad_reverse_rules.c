@@ -163,10 +163,86 @@ CAtom *dummy_of(CBlock *b, Type *t, int depth)
 
 /* ------------------------------------------------------------ primitive rules */
 
+/* ct summed over axis j of a same-rank array, keeping the axis (length 1):
+ * axis 0 by sum_axis0, a deeper axis by a map over the rows. */
+static CAtom *sum_keep(CBlock *b, CAtom *ct, int j)
+{
+    Type *t = aty(ct);
+    int r = rank_of(t);
+    if (j > 0) {
+        CVar *row = core_var("row", row_t(t), R->loc);
+        CBlock *body = core_block_new();
+        body->result = sum_keep(body, core_atom_var(row), j - 1);
+        return soac(b, SOAC_MAP, t, lambda_n(&row, 1, body), &ct, 1);
+    }
+    if (r == 1)
+        return lit_array1(b, sum_all(b, ct));
+    CAtom *s = P1(b, P_SUM_AXIS0, row_t(t), ct), *d[8];
+    d[0] = ilit(1);
+    dims_of(b, s, d + 1);
+    return reshape(b, s, d, r);
+}
+
+/* NumPy broadcasting also stretches axes of length 1 of an operand of the
+ * same rank ([n, 1] + [n, m]): where ct's length differs from x's on an
+ * axis, x's is 1 and ct is summed over it. Checked at run time, once by the
+ * sizes (equal sizes of broadcast-compatible shapes of one rank mean equal
+ * shapes), then axis by axis; in a helper function per type
+ * (unbroadcast_t ct x), so that each rule adds one call, not the branches. */
+static CAtom *unbroadcast_ones(CBlock *b, CAtom *ct, CAtom *x)
+{
+    Type *t = aty(ct);
+    int r = rank_of(t);
+    CVar *ps[2];
+    bool fresh;
+    Type *pts[2] = {t, aty(x)};
+    CFun *f = helper_fun("unbroadcast", t, pts, 2, t, ps, &fresh);
+    if (fresh) {
+        CBlock *fb = f->body;
+        CAtom *fct = core_atom_var(ps[0]), *fx = core_atom_var(ps[1]);
+        CBlock *same = block_of(fct), *diff = core_block_new();
+        CAtom *dx[8];
+        dims_of(diff, fx, dx);
+        CAtom *cur = fct;
+        for (int j = 0; j < r; j++) {
+            CAtom *dc[8];
+            dims_of(diff, cur, dc);
+            CBlock *sum = core_block_new();
+            sum->result = sum_keep(sum, cur, j);
+            cur = bind(diff, "ub", if_e(cmp2(diff, P_NE, dc[j], dx[j]), t, sum, block_of(cur)));
+        }
+        diff->result = cur;
+        CAtom *c = cmp2(fb, P_EQ, size_of(fb, fct), size_of(fb, fx));
+        fb->result = bind(fb, "ub", if_e(c, t, same, diff));
+    }
+    CAtom *args[2] = {ct, x};
+    return call(b, f, args, 2);
+}
+
+/* The elementwise primitive whose rule is being emitted (vjp_prim): its
+ * other operands tell whether an operand can have been broadcast. */
+static CExpr *cur_prim;
+
+/* Whether x, an array operand of cur_prim, may have been stretched along
+ * axes of length 1: another operand is an array (not x itself) of at least
+ * x's rank. */
+static bool may_stretch(CAtom *x)
+{
+    if (!cur_prim || !(core_prims[cur_prim->u.prim.op].flags & PRIM_ELEMENTWISE))
+        return false;
+    for (int i = 0; i < cur_prim->nargs; i++) {
+        CAtom *o = cur_prim->args[i];
+        if (o == x || (o->kind == CA_VAR && x->kind == CA_VAR && o->u.var == x->u.var))
+            continue;
+        if (is_arr(aty(o)) && rank_of(aty(o)) >= rank_of(aty(x)))
+            return true;
+    }
+    return false;
+}
+
 /* ct summed down to the shape of the operand x it came from through
  * broadcasting: all of it for a scalar x, the leading axes for an x of
- * lower rank. (Broadcasting along axes of length 1 of an operand of the
- * same rank is not summed: a documented limitation.) */
+ * lower rank, then the axes where x has length 1 and ct does not. */
 static CAtom *unbroadcast(CBlock *b, CAtom *ct, CAtom *x)
 {
     Type *xt = aty(x);
@@ -174,6 +250,8 @@ static CAtom *unbroadcast(CBlock *b, CAtom *ct, CAtom *x)
         return sum_all(b, ct);
     while (rank_of(aty(ct)) > rank_of(xt))
         ct = P1(b, P_SUM_AXIS0, row_t(aty(ct)), ct);
+    if (rank_of(aty(ct)) == rank_of(xt) && may_stretch(x))
+        ct = unbroadcast_ones(b, ct, x);
     return ct;
 }
 
@@ -310,6 +388,7 @@ void vjp_prim(Bwd *B, CBlock *b, CExpr *e, CVar *y, CAtom *ct)
     bool a1 = e->nargs > 1 && atom_active(a[1]);
     Type *ft = aty(ct);
     CAtom *zero = flit(ft, 0), *one = flit(ft, 1);
+    cur_prim = e;
     switch (e->u.prim.op) {
     /* x + z: x̄ += ȳ, z̄ += ȳ */
     case P_ADD:
@@ -660,6 +739,25 @@ void vjp_prim(Bwd *B, CBlock *b, CExpr *e, CVar *y, CAtom *ct)
         CAtom *s = matmul(b, matmul(b, transpose(b, li), phi), li);
         CAtom *g = mul2(b, flit(mt, 0.5), add2(b, s, transpose(b, s)));
         contrib(B, b, a[0], A(g));
+        break;
+    }
+    /* hofn: y = defun(f, xs) (a function value from outside the region,
+     * dispatched on its code): x̄s += (vjp (fn q => defun(f, q)) xs).1 ȳ,
+     * the same dispatch over vjp targets (ad_defun_derive, ad_forms.c) */
+    case P_DEFUN: {
+        int m = ad_defun_get(e->u.prim.imm)->nargs;
+        CAtom *pa = a[1];
+        if (m > 1) {
+            Type **ts = NEWN(Type *, m);
+            for (int i = 0; i < m; i++)
+                ts[i] = aty(a[1 + i]);
+            pa = prim(b, P_TUPLE, type_tuple(ts, m), a + 1, m, 0);
+        }
+        Type *gt = type_tangent(aty(pa));
+        CAtom *g = bind(b, "g", ad_defun_derive(R->prog, e, DERIV_VJP, pa, ct, gt));
+        for (int i = 0; i < m; i++)
+            if (atom_active(a[1 + i]))
+                contrib(B, b, a[1 + i], A(m == 1 ? g : proj(b, g, i)));
         break;
     }
     default:

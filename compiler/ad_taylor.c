@@ -615,6 +615,18 @@ void ad_taylor_init(void)
 
 /* ---------------------------------------------------------------- jet */
 
+/* A direction known to be zero: the literal 0.0, or a `zeros`/`zeros_like`
+ * in scope. Its coefficient stays symbolic, so no code is generated for it
+ * (`jet f x [v, zeros_like v]`, the second-order jet of std/pde, costs the
+ * jet of one direction plus the second-order terms). */
+static bool zero_direction(CAtom *v)
+{
+    if (v->kind == CA_FLOAT && v->u.fval == 0)
+        return true;
+    CExpr *d = ad_def_of(v);
+    return d && d->kind == CE_PRIM && (d->u.prim.op == P_ZEROS || d->u.prim.op == P_ZEROS_LIKE);
+}
+
 /* jet f x [v1, ..., vK] = (f x, [d1, ..., dK]): the input series is
  * x + Σ v_j t^j / j!, the outputs d_j = j! y_j. K is the length of the
  * list literal (it fixes the code: one coefficient per order). */
@@ -643,7 +655,7 @@ CAtom *ad_taylor_jet(CProgram *p, CExpr *e, CBlock *b)
     for (int j = 1; j <= K; j++) {
         fact *= j;
         CAtom *v = d->args[j - 1];
-        if (diff && !(v->kind == CA_FLOAT && v->u.fval == 0))
+        if (diff && !zero_direction(v))
             arg->c[j] = ad_scale(&F, 1.0 / fact, v);
     }
     AdRep *r = ad_fwd_lambda(&F, l, &arg);

@@ -128,6 +128,26 @@ static const BuiltinInfo table[] = {
     {B_FWDGRAD_DIR, "fwdgrad_dir", "('a -> float) -> 'a -> T('a) -> T('a)", NULL,
      DERIV_FWDGRAD_DIR},
     {B_STOP_GRADIENT, "stop_gradient", "'a -> 'a", NULL, DERIV_STOP_GRADIENT},
+    /* Core primitives that have no other syntax; --emit=ad prints them
+     * (docs/language.md, "Built-ins that --emit=ad uses").
+     * select c a b: elementwise c ? a : b (c of a's shape, holding bools);
+     * update_at a i v: a copy of a with a[i] = v (i an int or a tuple of
+     * ints, v an element or a sub-array); fill s v: an array of shape s
+     * holding v; sum_axis0 a: the sum of a's rows (undoes broadcasting);
+     * dims a: a's shape as an int or a tuple of ints (its type says how
+     * many); lt_each a b ...: elementwise comparisons with broadcasting,
+     * giving bools of the broadcast shape */
+    {B_SELECT, "select", "'c -> 'a -> 'a -> 'a", "convert 'a 'c bool", DERIV_NONE},
+    {B_UPDATE_AT, "update_at", "'r -> 's -> 'e -> 'r", "shape 's 'r 'e", DERIV_NONE},
+    {B_FILL, "fill", "'s -> 'e -> 'r", "shape 's 'r 'e", DERIV_NONE},
+    {B_SUM_AXIS0, "sum_axis0", "[][]'a -> []'a", NULL, DERIV_NONE},
+    {B_DIMS, "dims", "'r -> 's", "shape 's 'r 'e", DERIV_NONE},
+    {B_LT_EACH, "lt_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
+    {B_LE_EACH, "le_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
+    {B_GT_EACH, "gt_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
+    {B_GE_EACH, "ge_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
+    {B_EQ_EACH, "eq_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
+    {B_NE_EACH, "ne_each", "'a -> 'b -> 'r", "bcast numeric 'a 'b 'c; convert 'c 'r bool", DERIV_NONE},
 };
 
 _Static_assert(sizeof table / sizeof table[0] == B__COUNT, "one table row per Builtin");

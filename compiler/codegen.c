@@ -405,6 +405,7 @@ static const struct {
     {"dl_clock", "d"},
     {"dl_write_text", "vppp"},
     {"dl_init", "vip"},
+    {"dl_set_source_root", "vp"},
     {"dl_argc", "i"},
     {"dl_argv", "pi"},
     {"dl_det", "dpp"},
@@ -767,6 +768,9 @@ static void emit_main(Cg *cg, CFun *m)
     if (cg->dib)
         LLVMSetCurrentDebugLocation2(cg->b, NULL);
     cg_call_rt(cg, "dl_init", (LLVMValueRef[]){LLVMGetParam(fn, 0), LLVMGetParam(fn, 1)}, 2);
+    char cwd[4096]; /* where relative source paths of run-time errors start */
+    if (getcwd(cwd, sizeof cwd))
+        cg_call_rt(cg, "dl_set_source_root", (LLVMValueRef[]){cg_cstr(cg, cwd)}, 1);
     LLVMValueRef dm = cg_fun_decl(cg, m);
     LLVMValueRef *args = NEWN(LLVMValueRef, m->nparams + 1);
     for (int i = 0; i < m->nparams; i++)
@@ -853,6 +857,7 @@ static bool cg_init(Cg *cg, CProgram *p, const Options *o)
     LLVMStructSetBody(cg->t_srcloc, lf, 3, 0);
 
     tbaa_init(cg);
+    cg_ptx_init(cg); /* ptx: GPU kernels (codegen_ptx.c) */
     if (o->debug_info) {
         cg->dib = LLVMCreateDIBuilder(cg->mod);
         const char *in = o->input && strcmp(o->input, "-") != 0 ? o->input : "<stdin>";
@@ -871,6 +876,7 @@ static bool cg_init(Cg *cg, CProgram *p, const Options *o)
 
 static void cg_dispose(Cg *cg)
 {
+    cg_ptx_dispose(cg); /* ptx */
     if (cg->dib)
         LLVMDisposeDIBuilder(cg->dib);
     LLVMDisposeBuilder(cg->b);
@@ -888,6 +894,7 @@ static void cg_dispose(Cg *cg)
     free(cg->vstate);
     free(cg->map_keys);
     free(cg->map_vals);
+    free(cg->stored);
 }
 
 /* Builds the module of a whole program. */
@@ -907,6 +914,8 @@ static bool cg_build(Cg *cg, bool with_main)
     if (cg->dib)
         LLVMDIBuilderFinalize(cg->dib);
     if (cg->nerrors)
+        return false;
+    if (cg->ptx && !cg_ptx_finish(cg)) /* ptx: kernels to PTX (codegen_ptx.c) */
         return false;
     char *msg = NULL;
     if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
@@ -1081,6 +1090,11 @@ static bool link_executable(const char *obj, const char *out)
     argv[n++] = "-lz";
     argv[n++] = "-lm";
     argv[n++] = "-lpthread";
+#ifdef DCC_SANITIZE_LDFLAGS
+    /* a dcc built with --enable-sanitizers links its instrumented runtime */
+    for (char *f = strtok(arena_strdup(dcc_arena, DCC_SANITIZE_LDFLAGS), " "); f && n < 23; f = strtok(NULL, " "))
+        argv[n++] = f;
+#endif
     argv[n] = NULL;
     int st = run_command(argv);
     if (st != 0) {
@@ -1114,13 +1128,23 @@ static bool write_executable(Cg *cg, const char *out)
 
 bool codegen_program(CProgram *p, const Options *o)
 {
-    if (o->emit == EMIT_PTX) {
-        fprintf(stderr, "dcc: error: --emit=ptx is not handled by the host back end\n");
-        return false;
-    }
     Cg cg;
     if (!cg_init(&cg, p, o))
         return false;
+    if (o->emit == EMIT_PTX) { /* ptx: the kernels' PTX module (codegen_ptx.c) */
+        bool ok = cg_build(&cg, false);
+        if (ok) {
+            const char *out = o->output ? o->output : "-";
+            FILE *f = strcmp(out, "-") == 0 ? stdout : fopen(out, "w");
+            ok = f && fputs(cg_ptx_text(&cg), f) >= 0;
+            if (f && f != stdout)
+                ok = fclose(f) == 0 && ok;
+            if (!ok)
+                fprintf(stderr, "dcc: error: cannot write '%s'\n", out);
+        }
+        cg_dispose(&cg);
+        return ok;
+    }
     bool obj = o->emit == EMIT_OBJ || (o->compile_only && o->emit == EMIT_EXE);
     bool asm_ = o->emit == EMIT_ASM || (o->asm_only && o->emit == EMIT_EXE);
     bool ok = cg_build(&cg, !obj || !o->compile_only) && cg_optimise(&cg);

@@ -61,6 +61,7 @@ typedef struct Cg {
     LLVMValueRef *val;
     int *owner, *last, *mark, *ucount, *direct;
     CExpr **defer; /* producers computed inside their consumer's loop */
+    unsigned char *stored; /* deferred producers also stored into an array of their own */
     unsigned char *vstate;
     int stamp;
     int nvar;
@@ -87,6 +88,8 @@ typedef struct Cg {
     LLVMDIBuilderRef dib;
     LLVMMetadataRef di_cu, di_file;
     int nerrors;
+
+    struct CgPtx *ptx; /* GPU kernels (codegen_ptx.c); NULL without --gpu/--target=nvptx */
 } Cg;
 
 enum { CG_TBAA_HEADER, CG_TBAA_F64, CG_TBAA_F32, CG_TBAA_I64, CG_TBAA_BOOL, CG_TBAA_CELL };
@@ -232,6 +235,9 @@ void cg_array_retain_elems(Cg *cg, Type *elem, LLVMValueRef arr);
 /* Loop fusion: may e be computed inside its only consumer, and may that be c? */
 bool cg_producer(CExpr *e);
 bool cg_fusable(CExpr *p, CExpr *c, CVar *v);
+/* A producer that may also be stored into its own array while computed inside
+ * its consumer's loop (an elementwise primitive or a map of scalars). */
+bool cg_storable(CExpr *e);
 bool cg_scalar_map(CExpr *e);   /* map over vectors giving a vector of scalars */
 bool cg_scalar_fold(CExpr *e);  /* reduce/fold over a vector of scalars */
 LLVMValueRef cg_elementwise(Cg *cg, CExpr *e);
@@ -246,5 +252,41 @@ LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b);
 void cg_print(Cg *cg, Type *t, LLVMValueRef v, bool nested);
 /* The printed form of v as a new DL string (show). */
 LLVMValueRef cg_show(Cg *cg, Type *t, LLVMValueRef v);
+
+/* ---- codegen_ptx.c: array loops as PTX kernels (--gpu, --target=nvptx,
+ * --emit=ptx; docs/gpu.md) */
+enum { CG_PTX_NONE, CG_PTX_STORE, CG_PTX_REDUCE, CG_PTX_FOLD };
+/* A fused loop that may run as a kernel (codegen_fuse.c fills it in). */
+typedef struct CgPtxLoop {
+    int kind;              /* CG_PTX_*: stored, reduced by op, reduced by fn */
+    int nsrc;
+    LLVMValueRef arr[32];  /* the source arrays (NULL: an iota) */
+    Type *elem;            /* of the result (store) or the accumulator */
+    LLVMValueRef n;        /* number of elements (i64) */
+    LLVMValueRef flat;     /* i1: every source has the result's shape */
+    int rank;              /* of the result, dims: its shape (broadcast) */
+    LLVMValueRef dims[8];
+    int srank[32];         /* the sources' ranks and shape pointers */
+    LLVMValueRef shape[32];
+    LLVMValueRef out;      /* store: the result array */
+    LLVMValueRef acc;      /* reductions: slot holding the initial value, then the result */
+    Prim op;               /* CG_PTX_REDUCE: P_SUM, P_PROD, P_MEAN, P_MAXIMUM, P_MINIMUM */
+    CLambda *fn;           /* CG_PTX_FOLD: the associative operation */
+    LLVMBasicBlockRef done; /* where the GPU path continues */
+    /* The element whose sources are at data[s] + off[s] (emitted where the
+     * builder is). */
+    LLVMValueRef (*elem_at)(Cg *cg, void *tree, LLVMValueRef *data, LLVMValueRef *off);
+    void *tree;
+} CgPtxLoop;
+void cg_ptx_init(Cg *cg);     /* sets cg->ptx when compiling for the GPU */
+void cg_ptx_dispose(Cg *cg);
+/* Emits the GPU path of l (when it can be a kernel) and leaves the builder
+ * in the CPU path, after making the sources' host copies current. */
+void cg_ptx_loop(Cg *cg, CgPtxLoop *l);
+/* Before generated code reads a's data on the CPU (cg_arr_data). */
+void cg_ptx_sync(Cg *cg, LLVMValueRef a);
+/* At the end of the host module: the PTX module, the kernels moved out. */
+bool cg_ptx_finish(Cg *cg);
+const char *cg_ptx_text(Cg *cg); /* the PTX module after cg_ptx_finish */
 
 #endif /* DCC_CODEGEN_H */

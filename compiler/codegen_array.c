@@ -42,7 +42,12 @@ LLVMValueRef cg_arr_field(Cg *cg, LLVMValueRef a, int field)
                    CG_TBAA_HEADER);
 }
 
-LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, CG_ARR_DATA); }
+LLVMValueRef cg_arr_data(Cg *cg, LLVMValueRef a)
+{
+    if (cg->ptx) /* ptx: the host copy current first (codegen_ptx.c) */
+        cg_ptx_sync(cg, a);
+    return cg_arr_field(cg, a, CG_ARR_DATA);
+}
 LLVMValueRef cg_arr_size(Cg *cg, LLVMValueRef a) { return cg_arr_field(cg, a, CG_ARR_SIZE); }
 
 LLVMValueRef cg_shape_ptr(Cg *cg, LLVMValueRef a)
@@ -853,9 +858,77 @@ static LLVMValueRef int_matmul(Cg *cg, CExpr *e, LLVMValueRef a, int ra, LLVMVal
     return out ? out : load_slot(cg, cg->t_i64, acc);
 }
 
+/* The operand of a transpose fused into the matrix product consuming it
+ * (cg_fusable), else NULL. */
+static CAtom *transposed(Cg *cg, CAtom *a)
+{
+    if (a->kind != CA_VAR || a->u.var->id >= cg->nvar)
+        return NULL;
+    CExpr *p = cg->defer[a->u.var->id];
+    return p && p->kind == CE_PRIM && p->u.prim.op == P_TRANSPOSE ? p->args[0] : NULL;
+}
+
+/* A libdlrt BLAS entry point (dlrt.h) with its C signature: the result and
+ * parameters spelt as in cg_rt ('b' bool, 'd' double, 'p' pointer). */
+static LLVMValueRef blas_call(Cg *cg, const char *name, const char *sig, LLVMValueRef *args)
+{
+    LLVMTypeRef ps[16];
+    int n = 0;
+    for (const char *c = sig + 1; *c; c++)
+        ps[n++] = *c == 'b' ? cg->t_i1 : *c == 'd' ? cg->t_f64 : cg->t_ptr;
+    LLVMTypeRef ft = LLVMFunctionType(cg->t_ptr, ps, (unsigned)n, 0);
+    LLVMValueRef f = LLVMGetNamedFunction(cg->mod, name);
+    if (!f) {
+        f = LLVMAddFunction(cg->mod, name, ft);
+        unsigned zext = LLVMGetEnumAttributeKindForName("zeroext", 7);
+        for (int i = 0; i < n; i++)
+            if (sig[1 + i] == 'b')
+                LLVMAddAttributeAtIndex(f, (unsigned)i + 1, LLVMCreateEnumAttribute(cg->ctx, zext, 0));
+    }
+    return LLVMBuildCall2(cg->b, ft, f, args, (unsigned)n, "");
+}
+
+/* transpose a @ b, a @ transpose b (matrices, or one a vector) with the
+ * transposes fused (as reverse mode writes the pullback of a product): one
+ * xGEMM or xGEMV call with the transpose flags, never the transposed copy.
+ * x @ B^T = B x. A mismatch is reported as '@' on the operands' shapes as
+ * the program sees them. */
+static LLVMValueRef matmul_transposed(Cg *cg, CExpr *e, CAtom *pa, bool ta, CAtom *pb, bool tb)
+{
+    LLVMValueRef a = cg_atom(cg, pa), b = cg_atom(cg, pb);
+    int ra = cg_rank(core_atom_type(pa)), rb = cg_rank(core_atom_type(pb));
+    LLVMValueRef da[2], db[2];
+    for (int k = 0; k < ra; k++)
+        da[ta ? ra - 1 - k : k] = cg_arr_dimk(cg, a, k);
+    for (int k = 0; k < rb; k++)
+        db[tb ? rb - 1 - k : k] = cg_arr_dimk(cg, b, k);
+    LLVMBasicBlockRef bad = cg_block(cg, "mm.shape"), ok = cg_block(cg, "mm.ok");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntEQ, da[ra - 1], db[0], ""), ok, bad);
+    LLVMPositionBuilderAtEnd(cg->b, bad);
+    cg_call_rt(cg, "dl_shape_error", (LLVMValueRef[]){cg_srcloc(cg, e->loc), cg_cstr(cg, "@"), cg_i32(cg, ra),
+                                                      shape_buf(cg, ra, da), cg_i32(cg, rb), shape_buf(cg, rb, db)}, 6);
+    LLVMBuildUnreachable(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, ok);
+    LLVMValueRef one = LLVMConstReal(cg->t_f64, 1.0), zero = LLVMConstReal(cg->t_f64, 0.0);
+    LLVMValueRef null = LLVMConstNull(cg->t_ptr), loc = cg_srcloc(cg, e->loc);
+    if (ra == 2 && rb == 2)
+        return blas_call(cg, "dl_gemm", "pbbdppdpp",
+                         (LLVMValueRef[]){LLVMConstInt(cg->t_i1, ta, 0), LLVMConstInt(cg->t_i1, tb, 0), one, a, b,
+                                          zero, null, loc});
+    if (ra == 2) /* A^T x */
+        return blas_call(cg, "dl_gemv", "pbdppdpp",
+                         (LLVMValueRef[]){LLVMConstInt(cg->t_i1, 1, 0), one, a, b, zero, null, loc});
+    /* x B^T = B x */
+    return blas_call(cg, "dl_gemv", "pbdppdpp", (LLVMValueRef[]){LLVMConstInt(cg->t_i1, 0, 0), one, b, a, zero, null, loc});
+}
+
 static LLVMValueRef matmul_prim(Cg *cg, CExpr *e)
 {
     Type *ta = cg_norm(core_atom_type(e->args[0])), *tb = cg_norm(core_atom_type(e->args[1]));
+    CAtom *xa = e->u.prim.op == P_MATMUL ? transposed(cg, e->args[0]) : NULL;
+    CAtom *xb = e->u.prim.op == P_MATMUL ? transposed(cg, e->args[1]) : NULL;
+    if (xa || xb)
+        return matmul_transposed(cg, e, xa ? xa : e->args[0], xa != NULL, xb ? xb : e->args[1], xb != NULL);
     LLVMValueRef a = cg_atom(cg, e->args[0]), b = cg_atom(cg, e->args[1]);
     Type *rt = cg_norm(e->type);
     if (cg_norm(ta->elem)->kind == TY_INT)
@@ -1245,6 +1318,51 @@ static void bind_elem(Cg *cg, CVar *p, Type *at, LLVMValueRef a, LLVMValueRef i,
     *owned_out = owned ? x : NULL;
 }
 
+/* map (fn i => x[i]) idx, x of rank >= 2 with scalar elements (a gather of
+ * rows, as batching writes it): each row is copied once, straight into the
+ * result, instead of into a new sub-array first. NULL when e is not that.
+ * The result's shape is the general map's: [n, rows of x], [0, 0, ...] when
+ * n is 0. */
+static LLVMValueRef gather_rows(Cg *cg, CExpr *e)
+{
+    CLambda *fn = e->u.soac.fn;
+    if (e->u.soac.kind != SOAC_MAP || e->nargs != 1 || fn->nparams != 1 || fn->body->nbinds != 1)
+        return NULL;
+    CBind *bd = &fn->body->binds[0];
+    CExpr *x = bd->e;
+    CAtom *res = fn->body->result;
+    if (x->kind != CE_PRIM || x->u.prim.op != P_INDEX || x->nargs != 2 || res->kind != CA_VAR ||
+        res->u.var != bd->var)
+        return NULL;
+    CAtom *src = x->args[0], *ix = x->args[1];
+    if (ix->kind != CA_VAR || ix->u.var != fn->params[0] || src->kind != CA_VAR || src->u.var == fn->params[0])
+        return NULL;
+    Type *st = cg_norm(core_atom_type(src)), *it = cg_norm(core_atom_type(e->args[0]));
+    if (st->kind != TY_ARRAY || st->rank < 2 || !cg_is_scalar(st->elem) || it->kind != TY_ARRAY || it->rank != 1 ||
+        cg_norm(it->elem)->kind != TY_INT)
+        return NULL;
+    LLVMValueRef idx = cg_atom(cg, e->args[0]), a = cg_atom(cg, src);
+    LLVMValueRef n = cg_arr_dimk(cg, idx, 0), rows = cg_arr_dimk(cg, a, 0);
+    LLVMValueRef empty = LLVMBuildICmp(cg->b, LLVMIntEQ, n, cg_i64(cg, 0), "");
+    LLVMValueRef dims[8];
+    dims[0] = n;
+    for (int k = 1; k < st->rank; k++)
+        dims[k] = LLVMBuildSelect(cg->b, empty, cg_i64(cg, 0), cg_arr_dimk(cg, a, k), "");
+    LLVMValueRef out = cg_arr_new(cg, st->elem, st->rank, dims);
+    LLVMValueRef m = inner_size(cg, a, 1, st->rank);
+    LLVMValueRef bytes = LLVMBuildMul(cg->b, m, cg_i64(cg, elem_size(cg, st->elem)), "");
+    LLVMValueRef od = cg_arr_data(cg, out), ad = cg_arr_data(cg, a), id = cg_arr_data(cg, idx);
+    CgLoop l;
+    LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), n);
+    LLVMValueRef j = cg_elem_load(cg, it->elem, id, i);
+    bounds_check(cg, j, rows, 0, x->loc);
+    unsigned al = elem_align(cg, st->elem);
+    LLVMBuildMemCpy(cg->b, elem_ptr(cg, st->elem, od, LLVMBuildMul(cg->b, i, m, "")), al,
+                    elem_ptr(cg, st->elem, ad, LLVMBuildMul(cg->b, j, m, "")), al, bytes);
+    cg_loop_end(cg, &l);
+    return out;
+}
+
 LLVMValueRef cg_soac(Cg *cg, CExpr *e)
 {
     CLambda *fn = e->u.soac.fn;
@@ -1254,6 +1372,9 @@ LLVMValueRef cg_soac(Cg *cg, CExpr *e)
         return cg_fused_store(cg, e, e->nargs == 2 ? "map2" : e->nargs == 3 ? "map3" : "map");
     if (cg_scalar_fold(e))
         return cg_fused_fold(cg, e);
+    LLVMValueRef g = gather_rows(cg, e);
+    if (g)
+        return g;
     switch (e->u.soac.kind) {
     case SOAC_MAP: {
         int n = e->nargs;

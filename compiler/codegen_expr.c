@@ -254,8 +254,119 @@ static CLambda *curry(Cg *cg, CLambda *l)
     c->body = b;
     c->type = l->type;
     c->loc = l->loc;
+    c->origin = l->origin; /* its closures are l's (defun_layout) */
     cg_map_put(cg, l, c);
     return c;
+}
+
+/* Closures of a lambda some P_DEFUN dispatches on, and of every copy of
+ * it (CLambda.origin), lay out their captures as ad_defun_caps lists them
+ * and share one drop function: the drop pointer identifies the lambda for
+ * P_DEFUN whichever copy made the closure. NULL for the other lambdas, and
+ * for a copy whose captures no longer match (the simplifier replaced one
+ * by a constant): its closures match no case. */
+static LLVMValueRef defun_drop(Cg *cg, const CLambda *o)
+{
+    int n;
+    CVar **caps = ad_defun_caps(o, &n);
+    if (!caps)
+        return NULL;
+    const void *k = cg_skey("defun.drop:%p", (const void *)o);
+    LLVMValueRef d = cg_map_get(cg, k);
+    if (!d) {
+        Type **ct = NEWN(Type *, n + 1);
+        for (int i = 0; i < n; i++)
+            ct[i] = caps[i]->type;
+        d = closure_drop_fn(cg, closure_cell_type(cg, ct, n), ct, n);
+        cg_map_put(cg, k, d);
+    }
+    return d;
+}
+
+static LLVMValueRef defun_layout(Cg *cg, CLambda *l, CVar **caps, int n)
+{
+    int on;
+    CVar **oc = l->origin ? ad_defun_caps(l->origin, &on) : NULL;
+    if (!oc || on != n || l->nparams != 1)
+        return NULL;
+    Vec fv = {0};
+    ad_lambda_free_vars(l, &fv);
+    bool ok = fv.len == n;
+    for (int i = 0; i < n && ok; i++) {
+        CVar *v = fv.data[i];
+        ok = core_type_equal(v->type, oc[i]->type);
+        bool in = false;
+        for (int j = 0; j < n && !in; j++)
+            in = caps[j] == v;
+        ok = ok && in;
+    }
+    if (ok)
+        for (int i = 0; i < n; i++)
+            caps[i] = fv.data[i];
+    vec_free(&fv);
+    return ok ? defun_drop(cg, l->origin) : NULL;
+}
+
+/* P_DEFUN f, args..., targets (dcc.h, ad_defun_call): tests f's drop
+ * function against each case's lambda (defun_layout), or f against the
+ * top-level function's cell, and calls the case's target with the
+ * captured variables read out of f's cell, then the arguments. */
+static LLVMValueRef emit_defun(Cg *cg, CExpr *e)
+{
+    Defun *d = ad_defun_get(e->u.prim.imm);
+    LLVMValueRef clo = cg_atom(cg, e->args[0]);
+    LLVMValueRef drop = LLVMBuildLoad2(cg->b, cg->t_ptr,
+                                       LLVMBuildGEP2(cg->b, cg->t_i8, clo, (LLVMValueRef[]){cg_i64(cg, 16)}, 1, ""),
+                                       "drop");
+    LLVMTypeRef rt = cg_type(cg, e->type);
+    LLVMBasicBlockRef done = cg_block(cg, "defun.done");
+    int n = d ? d->ncases : 0;
+    LLVMValueRef *vals = NEWN(LLVMValueRef, n + 1);
+    LLVMBasicBlockRef *from = NEWN(LLVMBasicBlockRef, n + 1);
+    int nin = 0;
+    for (int k = 0; k < n; k++) {
+        DefunCase *c = &d->cases[k];
+        LLVMValueRef test;
+        LLVMTypeRef cell = NULL;
+        if (c->fun) {
+            test = LLVMBuildICmp(cg->b, LLVMIntEQ, clo, cg_fun_value(cg, c->fun), "");
+        } else {
+            Type **ct = NEWN(Type *, c->ncaps + 1);
+            for (int i = 0; i < c->ncaps; i++)
+                ct[i] = c->caps[i]->type;
+            cell = closure_cell_type(cg, ct, c->ncaps);
+            LLVMValueRef od = defun_drop(cg, c->lam->origin ? c->lam->origin : c->lam);
+            if (!od)
+                continue;
+            test = LLVMBuildICmp(cg->b, LLVMIntEQ, drop, od, "");
+        }
+        LLVMBasicBlockRef yes = cg_block(cg, "defun.case"), no = cg_block(cg, "defun.next");
+        LLVMBuildCondBr(cg->b, test, yes, no);
+        LLVMPositionBuilderAtEnd(cg->b, yes);
+        CFun *t = c->target;
+        LLVMValueRef *av = NEWN(LLVMValueRef, t->nparams + 1);
+        for (int i = 0; i < c->ncaps; i++)
+            av[i] = LLVMBuildLoad2(cg->b, cg_type(cg, c->caps[i]->type),
+                                   LLVMBuildStructGEP2(cg->b, cell, clo, (unsigned)(3 + i), ""), "");
+        for (int i = 0; i < d->nargs; i++)
+            av[c->ncaps + i] = cg_atom(cg, e->args[1 + i]);
+        LLVMValueRef fn = cg_fun_decl(cg, t);
+        vals[nin] = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(fn), fn, av, (unsigned)t->nparams, "");
+        from[nin++] = LLVMGetInsertBlock(cg->b);
+        LLVMBuildBr(cg->b, done);
+        LLVMPositionBuilderAtEnd(cg->b, no);
+    }
+    LLVMValueRef a[3] = {cg_srcloc(cg, e->loc), cg_cstr(cg, "%s"),
+                         cg_cstr(cg, "cannot differentiate through this function value: its code is not "
+                                     "among the lambdas the derivative was compiled for")};
+    cg_call_rt(cg, "dl_error", a, 3);
+    vals[nin] = LLVMGetPoison(rt);
+    from[nin++] = LLVMGetInsertBlock(cg->b);
+    LLVMBuildBr(cg->b, done);
+    LLVMPositionBuilderAtEnd(cg->b, done);
+    LLVMValueRef phi = LLVMBuildPhi(cg->b, rt, "defun");
+    LLVMAddIncoming(phi, vals, from, (unsigned)nin);
+    return phi;
 }
 
 static LLVMValueRef emit_lambda(Cg *cg, CExpr *e)
@@ -263,6 +374,7 @@ static LLVMValueRef emit_lambda(Cg *cg, CExpr *e)
     CLambda *l = curry(cg, e->u.lambda);
     int ncaps;
     CVar **caps = cg_free_vars(cg, l, &ncaps);
+    LLVMValueRef shared_drop = defun_layout(cg, l, caps, ncaps);
     Type **ct = NEWN(Type *, ncaps + 1);
     LLVMValueRef *cv = NEWN(LLVMValueRef, ncaps + 1);
     for (int i = 0; i < ncaps; i++) {
@@ -271,7 +383,7 @@ static LLVMValueRef emit_lambda(Cg *cg, CExpr *e)
         cg_retain(cg, ct[i], cv[i]);
     }
     LLVMTypeRef cell = closure_cell_type(cg, ct, ncaps);
-    LLVMValueRef drop = closure_drop_fn(cg, cell, ct, ncaps);
+    LLVMValueRef drop = shared_drop ? shared_drop : closure_drop_fn(cg, cell, ct, ncaps);
     LLVMValueRef code = LLVMAddFunction(cg->mod, "dl.lambda", closure_code_type(cg, l->type));
     LLVMSetLinkage(code, LLVMInternalLinkage);
     CgPending *p = NEW(CgPending);
@@ -828,6 +940,8 @@ static LLVMValueRef emit_prim(Cg *cg, CExpr *e)
         t = LLVMBuildInsertValue(cg->b, t, k0, 0, "");
         return LLVMBuildInsertValue(cg->b, t, k1, 1, "");
     }
+    case P_DEFUN:
+        return emit_defun(cg, e);
     case P_ERROR: {
         LLVMValueRef a[3] = {cg_srcloc(cg, e->loc), cg_cstr(cg, "%s"), cg_atom(cg, e->args[0])};
         cg_call_rt(cg, "dl_error", a, 3);

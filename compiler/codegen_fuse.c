@@ -11,6 +11,8 @@
  * the loop consumes (in-place reuse). */
 #include "codegen.h"
 
+#include <string.h>
+
 /* ------------------------------------------------------------ elementwise */
 
 static const char *op_spell(Prim op)
@@ -57,11 +59,19 @@ struct GNode {
     int nkid;
     /* loop state of sources */
     LLVMValueRef data, shape, off, stride[8];
+    LLVMValueRef scope;  /* G_LEAF: alias scope list of its loads, or NULL */
+    /* G_PRIM, G_MAP stored into an array of their own as well (the variable
+     * has later uses, cg->stored): the variable, the array, its data and
+     * shape, and the alias scope metadata of the stores */
+    CVar *var;
+    LLVMValueRef arr, own, noalias;
 };
 
 typedef struct GTree {
     GNode *src[32];
     int nsrc;
+    GNode *st[32]; /* the stored nodes */
+    int nst;
 } GTree;
 
 static bool pure_block(CBlock *b);
@@ -140,18 +150,40 @@ bool cg_scalar_fold(CExpr *e)
     return t->kind == TY_ARRAY && t->rank == 1 && cg_is_scalar(t->elem);
 }
 
+/* transpose of a float matrix, which a matrix product consuming it takes
+ * as a transpose flag of xGEMM (codegen_array.c, matmul_prim). */
+static bool float_transpose(CExpr *e)
+{
+    if (e->kind != CE_PRIM || e->u.prim.op != P_TRANSPOSE)
+        return false;
+    Type *t = cg_norm(core_atom_type(e->args[0]));
+    return t->kind == TY_ARRAY && t->rank == 2 &&
+           (cg_norm(t->elem)->kind == TY_FLOAT || cg_norm(t->elem)->kind == TY_F32);
+}
+
 bool cg_producer(CExpr *e)
 {
     if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA)
+        return true;
+    if (float_transpose(e))
         return true;
     if (elementwise_prim(e))
         return true;
     return cg_scalar_map(e) && pure_block(e->u.soac.fn->body);
 }
 
+bool cg_storable(CExpr *e)
+{
+    return elementwise_prim(e) || (cg_scalar_map(e) && pure_block(e->u.soac.fn->body));
+}
+
 /* May producer p (bound to v, used once) be computed inside consumer c? */
 bool cg_fusable(CExpr *p, CExpr *c, CVar *v)
 {
+    if (float_transpose(p)) /* a matrix product with a vector or matrix */
+        return c->kind == CE_PRIM && c->u.prim.op == P_MATMUL && cg_rank(c->type) >= 1 &&
+               cg_is_array(core_atom_type(c->args[0])) && cg_is_array(core_atom_type(c->args[1])) &&
+               !(c->args[0]->kind == CA_VAR && c->args[1]->kind == CA_VAR && c->args[0]->u.var == c->args[1]->u.var);
     int prank = cg_rank(p->type);
     bool source = p->kind == CE_PRIM && p->u.prim.op == P_IOTA;
     if (elementwise_prim(c))
@@ -170,8 +202,12 @@ static GNode *gexpr(Cg *cg, CExpr *e);
 
 static GNode *gatom(Cg *cg, CAtom *a)
 {
-    if (a->kind == CA_VAR && a->u.var->id < cg->nvar && cg->defer[a->u.var->id])
-        return gexpr(cg, cg->defer[a->u.var->id]);
+    if (a->kind == CA_VAR && a->u.var->id < cg->nvar && cg->defer[a->u.var->id]) {
+        GNode *g = gexpr(cg, cg->defer[a->u.var->id]);
+        if (cg->stored[a->u.var->id] && g->kind != G_IOTA)
+            g->var = a->u.var;
+        return g;
+    }
     GNode *g = NEW(GNode);
     Type *t = cg_norm(core_atom_type(a));
     g->val = cg_atom(cg, a);
@@ -209,6 +245,12 @@ static GNode *gexpr(Cg *cg, CExpr *e)
 
 static void gsources(GNode *g, GTree *t)
 {
+    if (g->var) {
+        if (t->nst < 32)
+            t->st[t->nst++] = g;
+        else
+            fatal("internal error: codegen: too many stored results in one fused loop");
+    }
     if (g->kind == G_LEAF || g->kind == G_IOTA) {
         if (t->nsrc < 32)
             t->src[t->nsrc++] = g;
@@ -245,11 +287,39 @@ static void gcheck_maps(Cg *cg, GNode *g)
     }
 }
 
+/* Tags the last load (or store) emitted in the current block with
+ * metadata kind = md. */
+static void tag_last(Cg *cg, LLVMValueRef (*is)(LLVMValueRef), const char *kind, LLVMValueRef md)
+{
+    LLVMValueRef inst = LLVMGetLastInstruction(LLVMGetInsertBlock(cg->b));
+    while (inst && !is(inst))
+        inst = LLVMGetPreviousInstruction(inst);
+    if (inst)
+        LLVMSetMetadata(inst, LLVMGetMDKindIDInContext(cg->ctx, kind, (unsigned)strlen(kind)), md);
+}
+
+/* The value v of a stored node also goes to its own array. */
+static LLVMValueRef gstore(Cg *cg, GNode *g, LLVMValueRef v)
+{
+    if (!g->var || !g->arr)
+        return v;
+    cg_elem_store(cg, g->elem, g->data, g->off, v);
+    if (g->own) {
+        tag_last(cg, LLVMIsAStoreInst, "alias.scope", g->own);
+        tag_last(cg, LLVMIsAStoreInst, "noalias", g->noalias);
+    }
+    return v;
+}
+
 static LLVMValueRef geval(Cg *cg, GNode *g)
 {
     switch (g->kind) {
-    case G_LEAF:
-        return cg_elem_load(cg, g->elem, g->data, g->off);
+    case G_LEAF: {
+        LLVMValueRef v = cg_elem_load(cg, g->elem, g->data, g->off);
+        if (g->scope)
+            tag_last(cg, LLVMIsALoadInst, "alias.scope", g->scope);
+        return v;
+    }
     case G_IOTA: {
         Type *it = NEW(Type);
         it->kind = TY_INT;
@@ -264,13 +334,13 @@ static LLVMValueRef geval(Cg *cg, GNode *g)
             v[i] = geval(cg, g->kid[i]);
             t[i] = g->kid[i]->elem;
         }
-        return cg_scalar_prim(cg, g->e->u.prim.op, g->e->u.prim.imm, g->elem, t, v, g->nkid, g->e->loc);
+        return gstore(cg, g, cg_scalar_prim(cg, g->e->u.prim.op, g->e->u.prim.imm, g->elem, t, v, g->nkid, g->e->loc));
     }
     case G_MAP: {
         CLambda *fn = g->e->u.soac.fn;
         for (int i = 0; i < g->nkid; i++)
             cg_set_var(cg, fn->params[i], geval(cg, g->kid[i]));
-        return cg_emit_block(cg, fn->body, NULL, 0);
+        return gstore(cg, g, cg_emit_block(cg, fn->body, NULL, 0));
     }
     }
     return NULL;
@@ -287,6 +357,8 @@ struct GSink {
     CExpr *e;
     GNode *reuse;          /* store: an operand whose block may hold the result */
     LLVMValueRef reused;   /* i1: it does */
+    LLVMValueRef scope;    /* store: alias scope list its stores do not alias */
+    LLVMValueRef own;      /* store: the scope list of its stores */
 };
 
 /* The elementwise operation whose operands a shape error is about: the
@@ -303,80 +375,30 @@ static GNode *first_prim(GNode *g)
     return NULL;
 }
 
-/* Runs the loop over the broadcast shape of the tree's sources (rank R). */
-static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, GSink *sink)
+static bool is_var(GNode *g, CVar *v)
 {
-    GNode *fp = first_prim(root);
-    if (fp) {
-        opname = op_spell(fp->e->u.prim.op);
-        loc = fp->e->loc;
-    }
-    GTree t = {0};
-    gsources(root, &t);
-    for (int k = 0; k < t.nsrc; k++) {
-        GNode *s = t.src[k];
-        if (s->kind == G_LEAF) {
-            s->shape = cg_shape_ptr(cg, s->val);
-            s->data = cg_arr_data(cg, s->val);
-        } else {
-            s->shape = cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "iota.shape");
-            LLVMBuildStore(cg->b, s->val, s->shape);
-        }
-    }
-    gcheck_maps(cg, root);
-    /* the shape of the result */
-    LLVMValueRef dims[8];
-    GNode *full = NULL; /* a source of rank R, when only one source */
-    if (t.nsrc == 1 && t.src[0]->rank == R)
-        full = t.src[0];
-    if (full) {
-        for (int j = 0; j < R; j++)
-            dims[j] = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
-                                                 LLVMBuildGEP2(cg->b, cg->t_i64, full->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "dim"),
-                              CG_TBAA_HEADER);
-    } else {
-        LLVMValueRef buf[2] = {cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape"),
-                               cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape")};
-        LLVMValueRef cur = t.src[0]->shape;
-        LLVMValueRef crank = cg_i32(cg, t.src[0]->rank);
-        int which = 0;
-        for (int k = 1; k < t.nsrc; k++) {
-            crank = cg_call_rt(cg, "dl_broadcast_shapes",
-                               (LLVMValueRef[]){crank, cur, cg_i32(cg, t.src[k]->rank), t.src[k]->shape,
-                                                cg_cstr(cg, opname), buf[which], cg_srcloc(cg, loc)}, 7);
-            cur = buf[which];
-            which ^= 1;
-        }
-        int r0 = t.src[0]->rank;
-        for (int j = 0; j < R; j++) {
-            if (t.nsrc > 1)
-                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64, LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "");
-            else if (j - (R - r0) >= 0)
-                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64,
-                                         LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j - (R - r0))}, 1, ""), "");
-            else
-                dims[j] = cg_i64(cg, 1);
-        }
-    }
-    sink->begin(cg, sink, R, dims);
-    LLVMValueRef total = cg_i64(cg, 1);
-    for (int j = 0; j < R; j++)
-        total = LLVMBuildMul(cg->b, total, dims[j], "");
+    return v && g->kind == G_LEAF && g->atom->kind == CA_VAR && g->atom->u.var == v;
+}
 
-    /* flat when every source has the full shape */
-    bool maybe_flat = true;
-    for (int k = 0; k < t.nsrc; k++)
-        maybe_flat &= t.src[k]->rank == R;
-    LLVMValueRef same = LLVMConstInt(cg->t_i1, maybe_flat, 0);
-    if (maybe_flat && !full)
-        for (int k = 0; k < t.nsrc; k++)
-            for (int j = 0; j < R; j++) {
-                LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
-                                                            LLVMBuildGEP2(cg->b, cg->t_i64, t.src[k]->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), ""),
-                                         CG_TBAA_HEADER);
-                same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, d, dims[j], ""), "");
-            }
-    LLVMBasicBlockRef done = cg_block(cg, "fused.done");
+static bool has_map(GNode *g)
+{
+    if (g->kind == G_MAP)
+        return true;
+    for (int i = 0; i < g->nkid; i++)
+        if (has_map(g->kid[i]))
+            return true;
+    return false;
+}
+
+static void store_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v);
+
+/* The loops of fused_loop over the sources t of the tree, ending at done:
+ * flat when every source has the result's shape (at run time unless full,
+ * the only source), else over the rows of the result with broadcasting. */
+static void fused_loops(Cg *cg, GNode *root, GTree *tp, int R, LLVMValueRef *dims, LLVMValueRef total,
+                        bool maybe_flat, GNode *full, LLVMValueRef same, GSink *sink, LLVMBasicBlockRef done)
+{
+    GTree t = *tp;
     if (maybe_flat) {
         LLVMBasicBlockRef flat = cg_block(cg, "fused.flat"), general = cg_block(cg, "fused.bcast");
         if (full)
@@ -388,19 +410,28 @@ static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, 
         LLVMValueRef i = cg_loop_begin(cg, &l, cg_i64(cg, 0), total);
         for (int k = 0; k < t.nsrc; k++)
             t.src[k]->off = i;
+        for (int k = 0; k < t.nst; k++)
+            t.st[k]->off = i;
         sink->put(cg, sink, i, geval(cg, root));
         cg_loop_end(cg, &l);
         LLVMBuildBr(cg->b, done);
         LLVMPositionBuilderAtEnd(cg->b, general);
         if (full) {
             LLVMBuildUnreachable(cg->b);
-            LLVMPositionBuilderAtEnd(cg->b, done);
             return;
         }
     }
-    /* broadcasting: rows of the result, stride 0 along stretched axes */
-    for (int k = 0; k < t.nsrc; k++) {
-        GNode *s = t.src[k];
+    /* broadcasting: rows of the result, stride 0 along stretched axes (also
+     * into the arrays of stored nodes, which have their sources' shape) */
+    GNode *at[64];
+    int nall = 0;
+    for (int k = 0; k < t.nsrc; k++)
+        at[nall++] = t.src[k];
+    for (int k = 0; k < t.nst; k++)
+        if (t.st[k]->arr)
+            at[nall++] = t.st[k];
+    for (int k = 0; k < nall; k++) {
+        GNode *s = at[k];
         LLVMValueRef nat = cg_i64(cg, 1);
         for (int j = R - 1; j >= 0; j--) {
             int ax = j - (R - s->rank);
@@ -421,26 +452,224 @@ static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, 
         rows = LLVMBuildMul(cg->b, rows, dims[j], "");
     CgLoop lr;
     LLVMValueRef r = cg_loop_begin(cg, &lr, cg_i64(cg, 0), rows);
-    LLVMValueRef base[32];
-    for (int k = 0; k < t.nsrc; k++)
+    LLVMValueRef base[64];
+    for (int k = 0; k < nall; k++)
         base[k] = cg_i64(cg, 0);
     LLVMValueRef rem = r;
     for (int j = R - 2; j >= 0; j--) {
         LLVMValueRef idx = LLVMBuildURem(cg->b, rem, dims[j], "");
         rem = LLVMBuildUDiv(cg->b, rem, dims[j], "");
-        for (int k = 0; k < t.nsrc; k++)
-            base[k] = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, idx, t.src[k]->stride[j], ""), "");
+        for (int k = 0; k < nall; k++)
+            base[k] = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, idx, at[k]->stride[j], ""), "");
     }
     LLVMValueRef obase = LLVMBuildMul(cg->b, r, last, "");
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(cg, &li, cg_i64(cg, 0), last);
-    for (int k = 0; k < t.nsrc; k++)
-        t.src[k]->off = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, i, t.src[k]->stride[R - 1], ""), "");
+    for (int k = 0; k < nall; k++)
+        at[k]->off = LLVMBuildAdd(cg->b, base[k], LLVMBuildMul(cg->b, i, at[k]->stride[R - 1], ""), "");
     sink->put(cg, sink, LLVMBuildAdd(cg->b, obase, i, ""), geval(cg, root));
     cg_loop_end(cg, &li);
     cg_loop_end(cg, &lr);
     LLVMBuildBr(cg->b, done);
+}
+
+static void ptx_offload(Cg *cg, GNode *root, GTree *t, GSink *s, int R, LLVMValueRef *dims, LLVMValueRef n,
+                        LLVMValueRef flat, LLVMBasicBlockRef done);
+
+/* The broadcast shape (rank R) of the sources t into dims; the source that
+ * has it when it is the only one, else NULL. */
+static GNode *tree_dims(Cg *cg, GTree *t, int R, const char *opname, Loc loc, LLVMValueRef *dims)
+{
+    GNode *full = NULL; /* a source of rank R, when only one source */
+    if (t->nsrc == 1 && t->src[0]->rank == R)
+        full = t->src[0];
+    if (full) {
+        for (int j = 0; j < R; j++)
+            dims[j] = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
+                                                 LLVMBuildGEP2(cg->b, cg->t_i64, full->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "dim"),
+                              CG_TBAA_HEADER);
+    } else {
+        LLVMValueRef buf[2] = {cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape"),
+                               cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "bshape")};
+        LLVMValueRef cur = t->src[0]->shape;
+        LLVMValueRef crank = cg_i32(cg, t->src[0]->rank);
+        int which = 0;
+        for (int k = 1; k < t->nsrc; k++) {
+            crank = cg_call_rt(cg, "dl_broadcast_shapes",
+                               (LLVMValueRef[]){crank, cur, cg_i32(cg, t->src[k]->rank), t->src[k]->shape,
+                                                cg_cstr(cg, opname), buf[which], cg_srcloc(cg, loc)}, 7);
+            cur = buf[which];
+            which ^= 1;
+        }
+        int r0 = t->src[0]->rank;
+        for (int j = 0; j < R; j++) {
+            if (t->nsrc > 1)
+                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64, LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), "");
+            else if (j - (R - r0) >= 0)
+                dims[j] = LLVMBuildLoad2(cg->b, cg->t_i64,
+                                         LLVMBuildGEP2(cg->b, cg->t_i64, cur, (LLVMValueRef[]){cg_i64(cg, j - (R - r0))}, 1, ""), "");
+            else
+                dims[j] = cg_i64(cg, 1);
+        }
+    }
+    return full;
+}
+
+/* A new alias scope, declared here. */
+static LLVMMetadataRef new_scope(Cg *cg)
+{
+    static unsigned serial;
+    char name[48];
+    int len = snprintf(name, sizeof name, "dcc.fused.%u", serial++);
+    LLVMMetadataRef dom_s = LLVMMDStringInContext2(cg->ctx, "dcc.fused", 9);
+    LLVMMetadataRef dom = LLVMMDNodeInContext2(cg->ctx, &dom_s, 1);
+    LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(cg->ctx, name, (size_t)len), dom};
+    LLVMMetadataRef sc = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+    LLVMValueRef list = LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, &sc, 1));
+    cg_intrinsic(cg, "llvm.experimental.noalias.scope.decl", NULL, 0, &list, 1);
+    return sc;
+}
+
+/* The list of scope i alone (own), or of all the others. */
+static LLVMValueRef scope_list(Cg *cg, LLVMMetadataRef *sc, int n, int i, bool own)
+{
+    LLVMMetadataRef l[40];
+    int m = 0;
+    for (int k = 0; k < n; k++)
+        if ((k == i) == own)
+            l[m++] = sc[k];
+    return LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, l, (size_t)m));
+}
+
+/* Runs the loop over the broadcast shape of the tree's sources (rank R). */
+static void fused_loop(Cg *cg, GNode *root, int R, Loc loc, const char *opname, GSink *sink)
+{
+    GNode *fp = first_prim(root);
+    if (fp) {
+        opname = op_spell(fp->e->u.prim.op);
+        loc = fp->e->loc;
+    }
+    GTree t = {0};
+    gsources(root, &t);
+    for (int k = 0; k < t.nsrc; k++) {
+        GNode *s = t.src[k];
+        if (s->kind == G_LEAF) {
+            s->shape = cg_shape_ptr(cg, s->val);
+            /* ptx: made current on the CPU path by cg_ptx_loop */
+            s->data = cg->ptx ? cg_arr_field(cg, s->val, CG_ARR_DATA) : cg_arr_data(cg, s->val);
+        } else {
+            s->shape = cg_alloca(cg, LLVMArrayType(cg->t_i64, 8), "iota.shape");
+            LLVMBuildStore(cg->b, s->val, s->shape);
+        }
+    }
+    gcheck_maps(cg, root);
+    /* the shape of the result */
+    LLVMValueRef dims[8];
+    GNode *full = tree_dims(cg, &t, R, opname, loc, dims);
+    sink->begin(cg, sink, R, dims);
+    /* stored nodes: an array of the shape of their own sources */
+    for (int k = 0; k < t.nst; k++) {
+        GNode *g = t.st[k];
+        GTree sub = {0};
+        gsources(g, &sub);
+        if (cg_rank(g->e->type) != R || sub.nsrc == 0) /* cg_fusable keeps the ranks */
+            fatal("internal error: codegen: a stored result of another rank in a fused loop");
+        LLVMValueRef sd[8];
+        GNode *fp = first_prim(g);
+        tree_dims(cg, &sub, R, fp ? op_spell(fp->e->u.prim.op) : opname, fp ? fp->e->loc : loc, sd);
+        g->arr = cg_arr_new(cg, g->elem, R, sd);
+        g->data = cg_arr_data(cg, g->arr);
+        g->shape = cg_shape_ptr(cg, g->arr);
+        g->rank = R;
+    }
+    LLVMValueRef total = cg_i64(cg, 1);
+    for (int j = 0; j < R; j++)
+        total = LLVMBuildMul(cg->b, total, dims[j], "");
+
+    /* flat when every source has the full shape */
+    bool maybe_flat = true;
+    for (int k = 0; k < t.nsrc; k++)
+        maybe_flat &= t.src[k]->rank == R;
+    LLVMValueRef same = LLVMConstInt(cg->t_i1, maybe_flat, 0);
+    if (maybe_flat && !full)
+        for (int k = 0; k < t.nsrc; k++)
+            for (int j = 0; j < R; j++) {
+                LLVMValueRef d = cg_tbaa(cg, LLVMBuildLoad2(cg->b, cg->t_i64,
+                                                            LLVMBuildGEP2(cg->b, cg->t_i64, t.src[k]->shape, (LLVMValueRef[]){cg_i64(cg, j)}, 1, ""), ""),
+                                         CG_TBAA_HEADER);
+                same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, d, dims[j], ""), "");
+            }
+    /* Alias scopes (LLVM's scoped noalias metadata): the leaves' loads are
+     * in one scope, each array written in a scope of its own, and no store
+     * aliases another scope. The result is a fresh block, or the block of
+     * the reused operand, which only that operand's leaves (left out of the
+     * leaves' scope) read, at the index being written; stored nodes write
+     * fresh blocks. The scopes are declared (noalias.scope.decl) so that
+     * copies of this code made by unrolling or inlining get their own. */
+    CVar *rv = sink->reuse ? sink->reuse->atom->u.var : NULL;
+    if (sink->put == store_put || t.nst > 0) {
+        int ns = 0;
+        LLVMMetadataRef sc[40];
+        sc[ns++] = new_scope(cg); /* the leaves */
+        int main_sc = sink->put == store_put ? ns++ : -1;
+        if (main_sc >= 0)
+            sc[main_sc] = new_scope(cg);
+        int first_st = ns;
+        for (int k = 0; k < t.nst; k++)
+            sc[ns++] = new_scope(cg);
+        LLVMValueRef leaves = LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, sc, 1));
+        for (int k = 0; k < t.nsrc; k++)
+            if (t.src[k]->kind == G_LEAF && !is_var(t.src[k], rv))
+                t.src[k]->scope = leaves;
+        if (main_sc >= 0) {
+            sink->own = scope_list(cg, sc, ns, main_sc, true);
+            sink->scope = scope_list(cg, sc, ns, main_sc, false);
+        }
+        for (int k = 0; k < t.nst; k++) {
+            t.st[k]->own = scope_list(cg, sc, ns, first_st + k, true);
+            t.st[k]->noalias = scope_list(cg, sc, ns, first_st + k, false);
+        }
+    }
+    LLVMBasicBlockRef done = cg_block(cg, "fused.done");
+    if (cg->ptx) /* ptx: a GPU kernel when eligible, the loops below otherwise */
+        ptx_offload(cg, root, &t, sink, R, dims, total, same, done);
+    /* In place, the flat loop reads the reused operand through the result's
+     * pointer, so that LLVM sees each element read before it is written
+     * at the same index and vectorises without a run-time overlap check
+     * (which an operand overwritten in place would always fail). That loop
+     * is a version of its own, taken when the block is reused and the shapes
+     * are the same; the loops after it serve every other case. Lambda bodies
+     * are emitted once, so a tree with a map keeps one version. */
+    if (rv && maybe_flat && !has_map(root)) {
+        LLVMBasicBlockRef inplace = cg_block(cg, "fused.inplace"), other = cg_block(cg, "fused.other");
+        LLVMBuildCondBr(cg->b, LLVMBuildAnd(cg->b, sink->reused, same, ""), inplace, other);
+        LLVMPositionBuilderAtEnd(cg->b, inplace);
+        LLVMValueRef saved[32];
+        for (int k = 0; k < t.nsrc; k++) {
+            saved[k] = t.src[k]->data;
+            if (is_var(t.src[k], rv)) {
+                t.src[k]->data = sink->data;
+                t.src[k]->scope = sink->own;
+            }
+        }
+        fused_loops(cg, root, &t, R, dims, total, true, full ? full : root, same, sink, done); /* flat only */
+        for (int k = 0; k < t.nsrc; k++) { /* the other loops may run in place too */
+            t.src[k]->data = saved[k];
+            if (is_var(t.src[k], rv))
+                t.src[k]->scope = NULL;
+        }
+        LLVMPositionBuilderAtEnd(cg->b, other);
+    }
+    fused_loops(cg, root, &t, R, dims, total, maybe_flat, full, same, sink, done);
     LLVMPositionBuilderAtEnd(cg->b, done);
+    for (int k = 0; k < t.nst; k++)
+        if (t.st[k]->var && t.st[k]->arr) { /* later uses read the array */
+            int id = t.st[k]->var->id;
+            cg->val[id] = t.st[k]->arr;
+            cg->vstate[id] = CG_OWNED;
+            cg->defer[id] = NULL;
+            cg->stored[id] = 0;
+        }
 }
 
 static void store_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
@@ -466,7 +695,8 @@ static void store_begin(Cg *cg, GSink *s, int rank, LLVMValueRef *dims)
     s->out = LLVMBuildPhi(cg->b, cg->t_ptr, "out");
     LLVMAddIncoming(s->out, (LLVMValueRef[]){a, n}, (LLVMBasicBlockRef[]){here, mkend}, 2);
     s->reused = ok;
-    s->data = cg_arr_data(cg, s->out);
+    /* ptx: a reused operand is a source, made current by cg_ptx_loop */
+    s->data = cg->ptx ? cg_arr_field(cg, s->out, CG_ARR_DATA) : cg_arr_data(cg, s->out);
 }
 
 static int count_leaves(GNode *g, CVar *v)
@@ -512,6 +742,10 @@ static GNode *reuse_candidate(Cg *cg, GNode *root, GNode *g, Type *elem, int R)
 static void store_put(Cg *cg, GSink *s, LLVMValueRef i, LLVMValueRef v)
 {
     cg_elem_store(cg, s->elem, s->data, i, v);
+    if (s->scope) {
+        tag_last(cg, LLVMIsAStoreInst, "alias.scope", s->own);
+        tag_last(cg, LLVMIsAStoreInst, "noalias", s->scope);
+    }
 }
 
 /* An elementwise primitive, a map of scalars: a new array. */
@@ -671,4 +905,53 @@ LLVMValueRef cg_array_equal(Cg *cg, Type *t, LLVMValueRef a, LLVMValueRef b)
     LLVMBuildBr(cg->b, done);
     LLVMPositionBuilderAtEnd(cg->b, done);
     return LLVMBuildLoad2(cg->b, cg->t_i1, slot, "");
+}
+
+/* ------------------------------------------------------------ ptx
+ *
+ * The loop of a tree as a GPU kernel (codegen_ptx.c builds it from the
+ * tree's element at given source offsets, the shapes and the sink). */
+
+static LLVMValueRef ptx_elem_at(Cg *cg, void *tree, LLVMValueRef *data, LLVMValueRef *off)
+{
+    GTree t = {0};
+    gsources(tree, &t);
+    LLVMValueRef keep[32];
+    for (int k = 0; k < t.nsrc; k++) {
+        keep[k] = t.src[k]->data;
+        t.src[k]->data = data[k];
+        t.src[k]->off = off[k];
+    }
+    LLVMValueRef v = geval(cg, tree);
+    for (int k = 0; k < t.nsrc; k++)
+        t.src[k]->data = keep[k];
+    return v;
+}
+
+static void ptx_offload(Cg *cg, GNode *root, GTree *t, GSink *s, int R, LLVMValueRef *dims, LLVMValueRef n,
+                        LLVMValueRef flat, LLVMBasicBlockRef done)
+{
+    CgPtxLoop l = {.nsrc = t->nsrc, .elem = s->elem, .n = n, .flat = flat, .rank = R, .done = done,
+                   .elem_at = ptx_elem_at, .tree = root};
+    for (int j = 0; j < R; j++)
+        l.dims[j] = dims[j];
+    for (int k = 0; k < t->nsrc; k++) {
+        l.arr[k] = t->src[k]->kind == G_LEAF ? t->src[k]->val : NULL;
+        l.srank[k] = t->src[k]->rank;
+        l.shape[k] = t->src[k]->shape;
+    }
+    if (s->put == store_put) {
+        l.kind = CG_PTX_STORE;
+        l.out = s->out;
+    } else if (s->put == reduce_put) {
+        l.kind = CG_PTX_REDUCE;
+        l.acc = s->acc;
+        l.op = s->op;
+    } else if (s->put == fold_put && s->e->u.soac.kind == SOAC_REDUCE) {
+        l.kind = CG_PTX_FOLD;
+        l.acc = s->acc;
+        l.fn = s->e->u.soac.fn;
+        l.elem = l.fn->params[0]->type;
+    }
+    cg_ptx_loop(cg, &l);
 }

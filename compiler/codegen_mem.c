@@ -345,12 +345,14 @@ static void var_room(Cg *cg, int id)
     cg->ucount = xrealloc(cg->ucount, sizeof *cg->ucount * (size_t)n);
     cg->direct = xrealloc(cg->direct, sizeof *cg->direct * (size_t)n);
     cg->defer = xrealloc(cg->defer, sizeof *cg->defer * (size_t)n);
+    cg->stored = xrealloc(cg->stored, (size_t)n);
     cg->vstate = xrealloc(cg->vstate, (size_t)n);
     for (int i = cg->nvar; i < n; i++) {
         cg->val[i] = NULL;
         cg->owner[i] = cg->last[i] = cg->mark[i] = cg->ucount[i] = 0;
         cg->direct[i] = -1;
         cg->defer[i] = NULL;
+        cg->stored[i] = 0;
         cg->vstate[i] = CG_NONE;
     }
     cg->nvar = n;
@@ -511,6 +513,106 @@ static void release_var(Cg *cg, CVar *v)
     }
 }
 
+/* A fused loop reads at most CG_FUSE_MAX_SOURCES arrays (the fixed tables of
+ * codegen_fuse.c's GTree and codegen_ptx.c's kernels). Bottom-up over the
+ * block, a binding whose fused tree would read more keeps its largest fused
+ * producer as an array of its own, until it fits (e.g. a high-order jet of a
+ * long elementwise expression). Returns whether it split any. */
+#define CG_FUSE_MAX_SOURCES 24
+
+static int fused_producer(Cg *cg, CBlock *b, int i, CAtom *a, const int *consumer)
+{
+    if (a->kind != CA_VAR || !cg->defer[a->u.var->id])
+        return -1;
+    for (int p = i - 1; p >= 0; p--)
+        if (b->binds[p].var == a->u.var)
+            return consumer[p] == i ? p : -1;
+    return -1;
+}
+
+static bool cap_fused_sources(Cg *cg, CBlock *b, int *consumer)
+{
+    int n = b->nbinds;
+    bool changed = false;
+    int *cnt = xmalloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) {
+        CExpr *e = b->binds[i].e;
+        cnt[i] = 1;
+        if (e->kind == CE_PRIM && e->u.prim.op == P_IOTA)
+            continue;
+        for (;;) {
+            int total = 0, worst = -1;
+            for (int k = 0; k < e->nargs; k++) {
+                int p = fused_producer(cg, b, i, e->args[k], consumer);
+                if (p >= 0) {
+                    total += cnt[p];
+                    if (worst < 0 || cnt[p] > cnt[worst])
+                        worst = p;
+                } else if (e->args[k]->kind == CA_VAR && cg_rank(core_atom_type(e->args[k])) > 0) {
+                    total += 1;
+                }
+            }
+            if (total <= CG_FUSE_MAX_SOURCES || worst < 0) {
+                cnt[i] = total > 0 ? total : 1;
+                break;
+            }
+            consumer[worst] = -1;
+            cg->defer[b->binds[worst].var->id] = NULL;
+            cg->stored[b->binds[worst].var->id] = 0;
+            changed = true;
+        }
+    }
+    free(cnt);
+    return changed;
+}
+
+/* Loop fusion with a stored result: a producer used more than once may
+ * still be computed inside the loop of its first consumer, which then also
+ * stores it into an array of its own for the later uses (a loop with several
+ * results). An optimiser step reads parameters, state and gradient once
+ * instead of once per state variable. The first use must be a direct operand
+ * of a consumer that could fuse it, every other use must come after the loop
+ * that computes it (position eff[k] of the consumer chain), and nothing
+ * with an effect may come in between. Producers are considered last first,
+ * so the chain positions of later bindings are settled. */
+static void fuse_stored(Cg *cg, CBlock *b, int *consumer, int *eff)
+{
+    for (int j = b->nbinds - 1; j >= 0; j--) {
+        CVar *v = b->binds[j].var;
+        CExpr *e = b->binds[j].e;
+        if (consumer[j] >= 0 || cg->ucount[v->id] < 2 || !cg_storable(e))
+            continue;
+        int k = j + 1;
+        while (k < b->nbinds && cg_uses_in(b->binds[k].e, v) == 0)
+            k++;
+        if (k == b->nbinds)
+            continue;
+        CExpr *c = b->binds[k].e;
+        bool direct = false;
+        for (int a = 0; a < c->nargs; a++)
+            direct |= c->args[a]->kind == CA_VAR && c->args[a]->u.var == v;
+        if (!direct || cg_uses_in(c, v) != 1 || !cg_fusable(e, c, v))
+            continue;
+        int at = eff[k];
+        bool ok = true;
+        for (int m = j + 1; m <= at && ok; m++) {
+            CExpr *x = b->binds[m].e;
+            if (m != k && cg_uses_in(x, v) > 0)
+                ok = false;
+            else if (m < at)
+                ok = x->kind == CE_ATOM || consumer[m] >= 0 ||
+                     (x->kind == CE_PRIM && !(core_prims[x->u.prim.op].flags & PRIM_EFFECT));
+        }
+        if (!ok)
+            continue;
+        cg->defer[v->id] = e;
+        cg->stored[v->id] = 1;
+        consumer[j] = k;
+        for (int m = j; m >= 0; m--)
+            eff[m] = consumer[m] >= 0 ? eff[consumer[m]] : m;
+    }
+}
+
 LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
 {
     CgScope sc = {.up = cg->scope, .serial = ++cg->serial};
@@ -540,6 +642,7 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
             cg->ucount[v->id] = 0;
             cg->direct[v->id] = -1;
             cg->defer[v->id] = NULL;
+            cg->stored[v->id] = 0;
         }
         for (int i = 0; i < b->nbinds; i++) {
             walk_expr(&cw, b->binds[i].e);
@@ -570,6 +673,11 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
         }
         for (int j = b->nbinds - 1; j >= 0; j--)
             eff[j] = consumer[j] >= 0 ? eff[consumer[j]] : j;
+        if (cg->opt->opt_level > 0 && !cg->ptx)
+            fuse_stored(cg, b, consumer, eff);
+        if (cap_fused_sources(cg, b, consumer))
+            for (int j = b->nbinds - 1; j >= 0; j--)
+                eff[j] = consumer[j] >= 0 ? eff[consumer[j]] : j;
     }
     Walk w = {.cg = cg, .use = last_use, .serial = sc.serial};
     for (int i = 0; i < b->nbinds; i++) {
@@ -612,6 +720,10 @@ LLVMValueRef cg_emit_block(Cg *cg, CBlock *b, CVar **pre, int npre)
             if (cg->last[bd->var->id] < 0)
                 release_var(cg, bd->var);
         }
+        for (int j = 0; j < i; j++) /* stored producers are stored by now */
+            if (consumer[j] >= 0 && eff[j] == i && cg->stored[b->binds[j].var->id])
+                fatal("internal error: codegen: %s_%d was not stored by its consumer's loop",
+                      b->binds[j].var->name ? b->binds[j].var->name : "", b->binds[j].var->id);
         for (int k = 0; k < bucket[i].len; k++)
             release_var(cg, bucket[i].data[k]);
     }

@@ -77,6 +77,7 @@ static const struct {
     [P_ARGS] = {EFF | ND, 10},        [P_PROGRESS] = {EFF | ND, 100},
     [P_ERROR] = {EFF | ND, 100},
     [P_CLOCK] = {EFF | ND, 10},       [P_WRITE_TEXT] = {EFF | ND, 100},
+    [P_DEFUN] = {PART, 10},
 };
 
 PrimInfo core_prims[P__COUNT] = {

@@ -727,7 +727,12 @@ void constraint_print(TypePrinter *p, StrBuf *b, const Constraint *c);
     X(VALUE_AND_GRAD, "value_and_grad") X(JACFWD, "jacfwd")                   \
     X(JACREV, "jacrev") X(HESSIAN, "hessian") X(HVP, "hvp") X(JET, "jet")     \
     X(FWDGRAD, "fwdgrad") X(FWDGRAD_DIR, "fwdgrad_dir")                       \
-    X(STOP_GRADIENT, "stop_gradient")
+    X(STOP_GRADIENT, "stop_gradient")                                         \
+    /* Core primitives without other syntax, for --emit=ad (core_dl.c) */      \
+    X(SELECT, "select") X(UPDATE_AT, "update_at") X(FILL, "fill")             \
+    X(SUM_AXIS0, "sum_axis0") X(DIMS, "dims") X(LT_EACH, "lt_each")          \
+    X(LE_EACH, "le_each") X(GT_EACH, "gt_each") X(GE_EACH, "ge_each")         \
+    X(EQ_EACH, "eq_each") X(NE_EACH, "ne_each")
 
 typedef enum {
     B_NONE,
@@ -908,7 +913,8 @@ typedef struct CFun CFun;
     X(READ_IDX, "read_idx", 1) X(ARGS, "args", 0) X(PROGRESS, "progress", 4)  \
     X(ERROR, "error", 1) /* run-time error with a message; type any */        \
     X(CLOCK, "clock", 0) /* seconds on a monotonic clock, as a float */       \
-    X(WRITE_TEXT, "write_text", 2) /* path, text: writes the file */
+    X(WRITE_TEXT, "write_text", 2) /* path, text: writes the file */ \
+    X(DEFUN, "defun", -1) /* f, args..., targets: ad_defun (AD section) */
 
 typedef enum {
 #define X(name, spelling, arity) P_##name,
@@ -980,6 +986,7 @@ struct CLambda {
     CBlock *body;
     Type *type; /* the function type */
     Loc loc;
+    const CLambda *origin; /* ad_defun: the lambda this is a copy of (copies keep it) */
 };
 
 typedef struct CAlt {
@@ -1131,6 +1138,14 @@ CProgram *core_lower_program(Vec *modules, Module *root);
 /* Lowers one expression (REPL); free names refer to the program's defs. */
 CFun *core_lower_expr(CProgram *p, Expr *e);
 
+/* core_dl.c, --emit=ad: the program (the defs reachable from main and the
+ * exports, the types they use) printed as DL source that compiles again to
+ * the same Core. Variables with an id of first_ad_var or more were made by
+ * the AD stages and are named for the derivative they hold (x_dot, y_bar);
+ * core_dl_next_var_id, called before the AD stages, gives that bound. */
+void core_dl_print_program(FILE *out, CProgram *p, int first_ad_var);
+int core_dl_next_var_id(void);
+
 /* --emit=core: readable text, one binding per line. */
 void core_print_program(FILE *out, CProgram *p);
 void core_print_block(FILE *out, CBlock *b, int indent);
@@ -1264,6 +1279,59 @@ CAtom *ad_reverse_form(CProgram *p, CExpr *e, CBlock *b);
  * (the state saved per segment, a segment recomputed when reversed). For
  * the driver's --checkpoint=N; $DCC_AD_CHECKPOINT when left at 0. */
 extern int ad_reverse_checkpoint;
+
+/* Function values from outside a differentiated region (docs/ad.md):
+ * defunctionalisation (Reynolds 1972) over the whole program. P_DEFUN's
+ * operands are f, the m arguments, then the n targets as CA_FUN atoms (so
+ * that they stay reachable); imm indexes ad_defun_get. Its value is
+ * target_k(caps_k..., args...) for the case k that f is a closure of:
+ * `lam` (a closure of that lambda, whose captured variables caps_k are
+ * read out of f's cell) or `fun` (that top-level function as a value); a
+ * run-time error when none matches. The form says what the targets
+ * compute: DERIV_NONE the application f x [z] itself (λ_k's body); DERIV_JVP
+ * `jvp (fn q => parent) p dp` and DERIV_VJP `(vjp (fn q => parent) p).1 ȳ`
+ * of the parent P_DEFUN's targets, q the tuple of its arguments (so every
+ * derivative of every order stays a P_DEFUN); --emit=ad prints that. */
+typedef struct DefunCase {
+    CLambda *lam;
+    CFun *fun;
+    CVar **caps;
+    int ncaps;
+    CFun *target;
+} DefunCase;
+typedef struct Defun {
+    DerivKind form;
+    int64_t parent; /* -1 for DERIV_NONE */
+    int nargs;      /* 1 or 2 for DERIV_NONE, 2 (p and dp or ȳ) for the others */
+    Type *ftype;    /* f's type */
+    DefunCase *cases;
+    int ncases;
+} Defun;
+void ad_defun_reset(CProgram *p);      /* collects the lambdas (ad.c, first) */
+Defun *ad_defun_get(int64_t id);
+/* The captured variables of a lambda some P_DEFUN tests for, in the order
+ * of ad_lambda_free_vars; NULL for the other lambdas. Every copy of it
+ * (origin) lays its closures out so (codegen_expr.c). */
+CVar **ad_defun_caps(const CLambda *l, int *n);
+void ad_lambda_free_vars(CLambda *l, Vec *out); /* in order of first use */
+/* A lambda the AD stages generate whose closures may reach a dispatch (the
+ * dual and primal closures of forward mode); dispatches created before it
+ * do not know it. */
+void ad_defun_candidate(CLambda *l);
+/* Reverse mode takes a function value out of a data structure as a
+ * constant (forward mode's rule: functions inside data carry no tangent),
+ * which is sound unless the program stores a closure over a differentiated
+ * variable in a data structure: kind 0 reports such a store, kind 1 such a
+ * use; the second of the two kinds to come is an error (false). */
+bool ad_defun_data_guard(int kind, Loc loc);
+/* P_DEFUN for the application f xs[0] .. xs[m-1] : rt, m 1 or 2 (a curried
+ * function of two parameters); NULL when no lambda or top-level function
+ * of f's type exists in the program. */
+CExpr *ad_defun_call(CProgram *p, CAtom *f, CAtom **xs, int m, Type *rt, Loc loc);
+/* The derivative of the P_DEFUN e at pa (its arguments, a tuple when
+ * several): DERIV_JVP with s the tangent of pa, of type (R, T R); DERIV_VJP
+ * with s the cotangent ȳ, of type T(pa's type). */
+CExpr *ad_defun_derive(CProgram *p, CExpr *e, DerivKind form, CAtom *pa, CAtom *s, Type *rt);
 
 /* ========================================================================
  * codegen — Core IR to LLVM IR (the only files that include llvm-c/)

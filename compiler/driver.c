@@ -48,12 +48,15 @@ static const char usage_text[] =
     "  -O0 -O1 -O2 -O3   optimisation level (default -O2)\n"
     "  -g                emit debug information (DWARF line tables)\n"
     "  --emit=STAGE      stop after STAGE and print it: tokens, ast, types,\n"
-    "                    core, ad (Core IR after differentiation), llvm, asm;\n"
-    "                    obj writes FILE.o; ptx is not implemented yet\n"
+    "                    core, ad (the program after differentiation, as DL),\n"
+    "                    llvm, asm; obj writes FILE.o; ptx writes the GPU\n"
+    "                    kernels (PTX for sm_80)\n"
     "  --checkpoint=K    reverse mode: save loop state in K segments and recompute\n"
     "                    inside them (K = sqrt: sqrt(n) segments; 0: save all)\n"
-    "  --target=nvptx    compile array code to PTX kernels (not implemented yet)\n"
-    "  --gpu             run whole programs on the GPU when one is present\n"
+    "  --target=nvptx    array loops as PTX kernels run through libdlrt (with -c:\n"
+    "                    an object for C programs); host, the default: CPU only\n"
+    "  --gpu             run the array loops on an NVIDIA GPU when one is present,\n"
+    "                    on the CPU otherwise (docs/gpu.md)\n"
     "  --color=WHEN      colour diagnostics: auto (default), always, never\n"
     "  --stdlib=DIR      the standard library directory (default: built in)\n"
     "  -i FILE           load FILE, then start the REPL\n"
@@ -288,7 +291,8 @@ static int dcc_main(int argc, char **argv)
         return finish();
     }
 
-    Vec order = {0};
+    /* the module list is freed on every return below */
+    Vec order __attribute__((cleanup(vec_free))) = {0};
     Module *root = module_load_root(o->input, display, &order);
     if (!root || diag_error_count())
         return finish();
@@ -316,11 +320,12 @@ static int dcc_main(int argc, char **argv)
     if (o->opt_level > 0)
         core_simplify(prog, o->opt_level);
     verify(prog, "the simplifier");
+    int first_ad_var = o->emit == EMIT_AD ? core_dl_next_var_id() : 0;
     if (!ad_transform_program(prog) || diag_error_count())
         return finish();
     verify(prog, "the AD stages");
     if (o->emit == EMIT_AD) {
-        core_print_program(stdout, prog); /* until the DL printer of Core exists */
+        core_dl_print_program(stdout, prog, first_ad_var);
         return finish();
     }
     core_simplify(prog, o->opt_level);

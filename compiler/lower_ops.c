@@ -436,6 +436,17 @@ static Prim builtin_prim(Builtin id)
     case B_ERROR: return P_ERROR;
     case B_CLOCK: return P_CLOCK;
     case B_WRITE_TEXT: return P_WRITE_TEXT;
+    case B_SELECT: return P_SELECT;
+    case B_UPDATE_AT: return P_UPDATE;
+    case B_FILL: return P_FILL;
+    case B_SUM_AXIS0: return P_SUM_AXIS0;
+    case B_DIMS: return P_SHAPE;
+    case B_LT_EACH: return P_LT;
+    case B_LE_EACH: return P_LE;
+    case B_GT_EACH: return P_GT;
+    case B_GE_EACH: return P_GE;
+    case B_EQ_EACH: return P_EQ;
+    case B_NE_EACH: return P_NE;
     default: return P__COUNT;
     }
 }
@@ -575,6 +586,15 @@ Val lower_builtin(Lower *L, Builtin id, Val *args, int n, Type *rt, CBlock *b, L
         break;
     case B_ARGS: case B_CLOCK:
         k = 0;
+        break;
+    case B_UPDATE_AT: /* update_at a i v: P_UPDATE a, v, i.. */
+        ops[k++] = a[0];
+        ops[k++] = a[2];
+        k = shape_dims(a[1], ops, k, b, loc);
+        break;
+    case B_FILL: /* fill s v: P_FILL v, dims.. */
+        ops[k++] = a[1];
+        k = shape_dims(a[0], ops, k, b, loc);
         break;
     case B_NORMAL_LIKE:
         return val_atom(normal_like(a[0], a[1], b, loc));

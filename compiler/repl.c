@@ -106,6 +106,7 @@ static struct {
     History *hist;
     char *hist_path;
     bool more;        /* the prompt is the continuation prompt */
+    Vec inputs;       /* char *: the parsed inputs' texts, diag's source lines */
 } S;
 
 /* ========================================================================
@@ -753,11 +754,20 @@ static void load_file(const char *path, bool quiet)
         printf("loaded %s\n", path);
 }
 
+/* The texts of the inputs, once module_reset has made diag forget them. */
+static void forget_inputs(void)
+{
+    for (int i = 0; i < S.inputs.len; i++)
+        free(S.inputs.data[i]);
+    vec_free(&S.inputs);
+}
+
 /* Forgets every module and reads the session again from its entries:
  * files from disk, inputs from their text. false after errors. */
 static bool rebuild(void)
 {
     module_reset();
+    forget_inputs();
     vec_free(&S.scope);
     if (!load_prelude())
         return false;
@@ -817,6 +827,7 @@ static void reload(void)
         }
         vec_free(&S.entries);
         module_reset();
+        forget_inputs();
         vec_free(&S.scope);
         load_prelude();
         return;
@@ -979,6 +990,7 @@ static bool process(Pending *pd, bool at_eof)
 {
     size_t len;
     char *padded = pad_text(pd->text.data ? pd->text.data : "", pd->line, pd->col, &len);
+    vec_push(&S.inputs, padded);
     SrcFile *sf = diag_add_file(REPL_FILE, REPL_FILE, padded, len);
     Decl **decls;
     int ndecls;

@@ -871,6 +871,94 @@ static void drop_unreachable(Simp *S)
     vec_free(&r.work);
 }
 
+/* ---------------------------------------------------------------- sinking */
+
+/* After the fixed point, each tuple and record construction moves down its
+ * block to just before the first binding that uses it (let-floating inwards,
+ * Peyton Jones, Partain & Santos, "Let-floating", ICFP 1996, restricted to
+ * one block): building them is pure and cannot fail, and their operands are
+ * defined before them either way. Packing a value early (an optimiser's new
+ * state, built as soon as its parts exist) would otherwise be a use that
+ * keeps the code generator from computing the part inside the loop of a
+ * later consumer (codegen_mem.c, loop fusion with a stored result). */
+static bool block_mentions(CBlock *b, CVar *x);
+
+static bool atom_is(CAtom *a, CVar *x) { return a && a->kind == CA_VAR && a->u.var == x; }
+
+static bool expr_mentions(CExpr *e, CVar *x)
+{
+    for (int i = 0; i < e->nargs; i++)
+        if (atom_is(e->args[i], x))
+            return true;
+    switch (e->kind) {
+    case CE_LAMBDA: return block_mentions(e->u.lambda->body, x);
+    case CE_IF: return block_mentions(e->u.if_.then_, x) || block_mentions(e->u.if_.else_, x);
+    case CE_CASE:
+        for (int i = 0; i < e->u.case_.nalts; i++)
+            if (block_mentions(e->u.case_.alts[i].body, x))
+                return true;
+        return false;
+    case CE_LOOP:
+        return (e->u.loop.cond && block_mentions(e->u.loop.cond, x)) || block_mentions(e->u.loop.body, x);
+    case CE_SOAC: return block_mentions(e->u.soac.fn->body, x);
+    case CE_DERIV: return e->u.deriv.fn && block_mentions(e->u.deriv.fn->body, x);
+    default: return false;
+    }
+}
+
+static bool block_mentions(CBlock *b, CVar *x)
+{
+    for (int i = 0; i < b->nbinds; i++)
+        if (expr_mentions(b->binds[i].e, x))
+            return true;
+    return atom_is(b->result, x);
+}
+
+static void sink_block(CBlock *b);
+
+static void sink_nested(CExpr *e)
+{
+    switch (e->kind) {
+    case CE_LAMBDA: sink_block(e->u.lambda->body); break;
+    case CE_IF: sink_block(e->u.if_.then_); sink_block(e->u.if_.else_); break;
+    case CE_CASE:
+        for (int i = 0; i < e->u.case_.nalts; i++)
+            sink_block(e->u.case_.alts[i].body);
+        break;
+    case CE_LOOP:
+        if (e->u.loop.cond)
+            sink_block(e->u.loop.cond);
+        sink_block(e->u.loop.body);
+        break;
+    case CE_SOAC: sink_block(e->u.soac.fn->body); break;
+    case CE_DERIV:
+        if (e->u.deriv.fn)
+            sink_block(e->u.deriv.fn->body);
+        break;
+    default: break;
+    }
+}
+
+static void sink_block(CBlock *b)
+{
+    for (int i = 0; i < b->nbinds; i++)
+        sink_nested(b->binds[i].e);
+    /* from the last, so that a packed packing moves after its user moved */
+    for (int i = b->nbinds - 1; i >= 0; i--) {
+        CExpr *e = b->binds[i].e;
+        if (!is_prim(e, P_TUPLE) && !is_prim(e, P_RECORD))
+            continue;
+        int q = i + 1;
+        while (q < b->nbinds && !expr_mentions(b->binds[q].e, b->binds[i].var))
+            q++;
+        if (q == i + 1)
+            continue;
+        CBind bd = b->binds[i];
+        memmove(&b->binds[i], &b->binds[i + 1], sizeof(CBind) * (size_t)(q - 1 - i));
+        b->binds[q - 1] = bd;
+    }
+}
+
 /* ---------------------------------------------------------------- driver */
 
 void core_simplify(CProgram *p, int opt_level)
@@ -903,6 +991,9 @@ void core_simplify(CProgram *p, int opt_level)
         if (!S.changed)
             break;
     }
+    for (int i = 0; i < p->nfuns; i++)
+        if (p->funs[i]->body)
+            sink_block(p->funs[i]->body);
     core_map_free(&S.sub);
     core_map_free(&S.defs);
     core_map_free(&S.cse);

@@ -219,12 +219,15 @@ void dl_array_release(dl_array *a)
 {
     if (!a || a->refcount < 0)
         return;
-    if (__atomic_sub_fetch(&a->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+    if (__atomic_sub_fetch(&a->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+        DL_GPU_FORGET(a);
         dlrt_free(a);
+    }
 }
 
 dl_array *dl_array_copy(const dl_array *a)
 {
+    DL_HOST(a);
     dl_array *c = array_alloc(a->dtype, a->elem_size, a->rank, a->shape);
     if (a->size)
         memcpy(c->data, a->data, (size_t)dl_array_nbytes(a));
@@ -301,6 +304,7 @@ dl_array *dl_array_cast(const dl_array *a, int32_t dtype, const dl_srcloc *loc)
     if (a->dtype == DL_BYTES || dl_dtype_size(dtype) == 0)
         dl_error(loc, "cannot convert an array of %s to %s", dl_dtype_name(a->dtype),
                  dl_dtype_name(dtype));
+    DL_HOST(a);
     if (a->dtype == dtype)
         return dl_array_copy(a);
     dl_array *r = dl_array_new(dtype, a->rank, a->shape);
@@ -348,6 +352,7 @@ dl_array *dl_array_cast(const dl_array *a, int32_t dtype, const dl_srcloc *loc)
 
 bool dl_array_equal(const dl_array *a, const dl_array *b)
 {
+    DL_HOST(a); DL_HOST(b);
     if (a->dtype != b->dtype || a->rank != b->rank || a->elem_size != b->elem_size)
         return false;
     for (int32_t i = 0; i < a->rank; i++)
@@ -419,6 +424,7 @@ static dl_array *binary_f64(BinOp op, const char *name, const dl_array *a, const
                  dl_dtype_name(a->dtype), dl_dtype_name(b->dtype));
     int64_t shape[DL_MAX_RANK], sa[DL_MAX_RANK], sb[DL_MAX_RANK], idx[DL_MAX_RANK];
     int32_t r = dl_broadcast_shape(a, b, name, shape, loc);
+    DL_HOST(a); DL_HOST(b);
     int64_t stra = 1, strb = 1;
     for (int32_t i = r - 1; i >= 0; i--) {
         int32_t ia = a->rank - r + i, ib = b->rank - r + i;

@@ -119,6 +119,10 @@ dl_array *dl_matmul(const dl_array *a, const dl_array *b, const dl_srcloc *loc)
     int64_t ka = a->shape[a->rank - 1], kb = b->shape[0];
     if (ka != kb)
         shape_mismatch("@", a, b, loc);
+    dl_array *gpu = dlrt_gpu_matmul(a, b);
+    if (gpu)
+        return gpu;
+    DL_HOST(a); DL_HOST(b);
     int32_t dt = a->dtype;
     if (a->rank == 1 && b->rank == 1) {
         dl_array *r = dl_array_new(dt, 0, NULL);
@@ -151,6 +155,7 @@ double dl_dot(const dl_array *a, const dl_array *b, const dl_srcloc *loc)
     if (a->rank != 1 || b->rank != 1 || a->size != b->size)
         shape_mismatch("dot", a, b, loc);
     check_blas_dims("dot", a, b, loc);
+    DL_HOST(a); DL_HOST(b);
     return dot_raw(a, b);
 }
 
@@ -189,6 +194,7 @@ dl_array *dl_gemm(bool trans_a, bool trans_b, double alpha, const dl_array *a,
         shape_mismatch(trans_a ? (trans_b ? "gemm A^T B^T" : "gemm A^T B")
                                : (trans_b ? "gemm A B^T" : "gemm A B"), a, b, loc);
     int64_t shape[2] = { m, n };
+    DL_HOST(a); DL_HOST(b); DL_HOST_W(c);
     c = output_operand("gemm", c, a->dtype, 2, shape, &beta, loc);
     gemm_raw(trans_a, trans_b, (int)m, (int)n, (int)ka, alpha, a, b, beta, c);
     return c;
@@ -204,6 +210,7 @@ dl_array *dl_gemv(bool trans_a, double alpha, const dl_array *a, const dl_array 
     int64_t nin = trans_a ? a->shape[0] : a->shape[1], nout = trans_a ? a->shape[1] : a->shape[0];
     if (nin != x->shape[0])
         shape_mismatch(trans_a ? "gemv A^T x" : "gemv A x", a, x, loc);
+    DL_HOST(a); DL_HOST(x); DL_HOST_W(y);
     y = output_operand("gemv", y, a->dtype, 1, &nout, &beta, loc);
     gemv_raw(trans_a, alpha, a, x->data, beta, y);
     return y;
@@ -216,6 +223,7 @@ dl_array *dl_outer(const dl_array *x, const dl_array *y, const dl_srcloc *loc)
         shape_mismatch("outer", x, y, loc);
     check_blas_dims("outer", x, y, loc);
     int64_t shape[2] = { x->shape[0], y->shape[0] };
+    DL_HOST(x); DL_HOST(y);
     dl_array *c = dl_array_zeros(x->dtype, 2, shape);
     int m = (int)shape[0], n = (int)shape[1];
     if (m == 0 || n == 0)
@@ -250,6 +258,10 @@ dl_array *dl_transpose(const dl_array *a, const dl_srcloc *loc)
 {
     if (a->rank < 2)
         return dl_array_retain((dl_array *)a);
+    dl_array *gpu = dlrt_gpu_transpose(a);
+    if (gpu)
+        return gpu;
+    DL_HOST(a);
     int64_t shape[DL_MAX_RANK];
     int32_t rk = a->rank;
     for (int32_t i = 0; i < rk; i++)

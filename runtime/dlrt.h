@@ -414,10 +414,324 @@ DL_API void dl_progress_end(dl_progress *p);
  * 0 no (plain lines), -1 ask isatty. Returns the previous stream. */
 DL_API FILE *dl_progress_set_output(FILE *f, int tty);
 
+/* ------------------------------------------------------------------ GPU */
+
+/* Running array loops on an NVIDIA GPU (programs compiled with `dcc --gpu`
+ * or `--target=nvptx`; docs/gpu.md). libcuda is loaded with dlopen on first
+ * use, so libdlrt needs no CUDA at build time or at run time: without a
+ * driver or a device, every program still runs, on the CPU.
+ *
+ * Environment: DL_GPU=0 turns the GPU off (silently); DL_GPU=1 also lets
+ * libdlrt put large matrix products on the GPU in programs that have not
+ * called dl_gpu_available themselves; DL_CUDA_LIB and DL_CUBLAS_LIB name the
+ * libraries to load instead of libcuda.so.1 and libcublas.so.13;
+ * DL_GPU_VERBOSE=1 prints the device at start and the transfer counts at exit.
+ *
+ * Residency. An array may have a device copy, in a side table keyed by the
+ * array's address. Kernels read the device copy (dl_gpu_dev uploads when the
+ * host copy is newer) and leave their results there (dl_gpu_wrote); the host
+ * gets them back only when it reads them (dl_gpu_host), so data crosses the
+ * bus only at the edges of a chain of kernels. CUDA errors are run-time
+ * errors (dl_error, naming the CUDA error, e.g. CUDA_ERROR_ILLEGAL_ADDRESS).
+ * The device calls are serialised by one lock; each calling thread gets the
+ * device's primary context made current on its first call. */
+
+/* 1 when a CUDA device can run kernels. The first call loads libcuda.so.1
+ * (dlopen), calls cuInit, takes device 0 and retains its primary context. On
+ * failure it prints ONE line to stderr,
+ *     dlrt: no CUDA GPU (<reason>); running on the CPU
+ * and returns 0 ever after. DL_GPU=0 in the environment: returns 0 silently.
+ * Thread-safe (pthread_once). */
+DL_API int dl_gpu_available(void);
+
+/* The kernel handle (a CUfunction) of the entry `name` of the PTX module
+ * `ptx` (NUL-terminated text). Modules are loaded (cuModuleLoadDataEx) once
+ * and cached by the address of `ptx`, handles by (ptx, name): the text must
+ * stay valid, e.g. a string constant. NULL when there is no GPU. Errors: PTX
+ * the driver rejects (the message carries the JIT log), no such entry. */
+DL_API void *dl_gpu_kernel(const char *ptx, const char *name);
+
+/* cuLaunchKernel(kernel, grid,1,1, block,1,1, shmem, stream 0, args, NULL):
+ * args[i] points to the value of the kernel's i-th parameter. Asynchronous:
+ * a fault inside the kernel is reported by the next transfer. Errors: a
+ * failed launch (dl_error with the CUDA error name). */
+DL_API void dl_gpu_launch(void *kernel, uint32_t grid, uint32_t block, uint32_t shmem,
+                          void **args);
+
+/* The grid size for n elements and `block` threads per block, for
+ * grid-stride kernels: ceil(n / block), at most 32 blocks per multiprocessor;
+ * at least 1. */
+DL_API uint32_t dl_gpu_grid(int64_t n, uint32_t block);
+
+/* The device address of a's data, to pass to a kernel that reads a (or
+ * reads and writes it, then calls dl_gpu_wrote). Allocates the device copy
+ * on first use and uploads when the host copy is newer; a is borrowed and
+ * the address stays valid until a is freed or its device copy is dropped by
+ * dl_gpu_host. An empty array gives 0. Errors: no GPU, out of device memory
+ * (after the cache of free device blocks has been given back). */
+DL_API uint64_t dl_gpu_dev(dl_array *a);
+
+/* The device address of a's data for a kernel that overwrites all of a
+ * without reading it (a fresh output): allocates without uploading and marks
+ * the device copy newer (no dl_gpu_wrote needed). Errors as dl_gpu_dev. */
+DL_API uint64_t dl_gpu_dev_out(dl_array *a);
+
+/* After a kernel wrote a (whose address came from dl_gpu_dev): the device
+ * copy is now the newer one. Error: a has no device copy. */
+DL_API void dl_gpu_wrote(dl_array *a);
+
+/* Makes a's host copy current, for host code that reads or writes a's data:
+ * downloads when the device copy is newer, then drops the device copy's
+ * validity (the host may write a; the next dl_gpu_dev uploads again, into the
+ * same device block). Immortal arrays keep a valid device copy (nothing can
+ * write them). Cheap for an array never sent to the device; a NULL a is
+ * ignored. Generated code calls it, only when dl_gpu_resident is nonzero,
+ * before it touches an array's data on the CPU; C code that reads the data
+ * of arrays a GPU module returned must do the same. */
+DL_API void dl_gpu_host(dl_array *a);
+
+/* The number of arrays with a valid device copy (device-newer, or equal to
+ * the host copy): while it is 0, no host access needs dl_gpu_host. */
+DL_API extern int64_t dl_gpu_resident;
+
+/* Releases a's device copy (its block goes back to a cache of free device
+ * blocks). The array free path calls it; nothing happens for an array that
+ * has none. */
+DL_API void dl_gpu_forget(dl_array *a);
+
+/* C = op(A) op(B) through cuBLAS (libcublas.so.13, else libcublas.so, loaded
+ * with dlopen; cublasDgemm_v2 on the row-major data read as column-major,
+ * i.e. C^T = op(B)^T op(A)^T), op(X) = X^T when trans is nonzero. A, B, C:
+ * rank-2 DL_F64, C already of the result shape [m, n]; all borrowed. Returns
+ * 1 when done on the GPU (C's device copy is then the newer one), 0 when the
+ * caller must use the CPU path: no GPU or cuBLAS, other dtypes or ranks,
+ * mismatched or empty shapes, dimensions beyond int. */
+DL_API int dl_gpu_dgemm(int transa, int transb, dl_array *a, dl_array *b, dl_array *c);
+
+/* ------------------------------------------------------------------ learners */
+
+/* Learners for C programs, over functions exported from compiled DL modules
+ * (docs/c-api.md, "Learners"). A learner A -> B is, after Fong, Spivak &
+ * Tuyéras, "Backprop as Functor: a compositional perspective on supervised
+ * learning" (LICS 2019), a parameter space P with
+ *     implement I : P × A -> B
+ *     update    U : P × A × B -> P      new parameters from (input, target)
+ *     request   r : P × A × B -> A      the input the learner would have liked
+ * composed in sequence (>>>, dl_learner_seq) and in parallel (***,
+ * dl_learner_par). Inside, each learner is also a parametric lens, a forward
+ * pass with residuals and a backward pass (Cruttwell, Gavranović, Ghani,
+ * Wilson & Zanasi, "Categorical foundations of gradient-based learning",
+ * ESOP 2022): dl_learner_step runs it and lets an optimiser reparametrise
+ * the update.
+ *
+ * Here P, A and B are lists of DL_F64 arrays: P has nparams arrays, A nin and
+ * B nout. Sequential and parallel composition concatenate the parameter lists
+ * (f's first), so composition is strictly associative; parallel composition
+ * also concatenates inputs and outputs.
+ *
+ * Conventions of this section (they differ from the rest of libdlrt):
+ *   - A function returning int gives 0 on success and 1 on failure; one
+ *     returning a pointer gives NULL on failure. dl_last_error() then names
+ *     the learner and the shapes involved ("learner 'dense' has 2 parameter
+ *     arrays, given 3"; "parameter 0 of learner 'dense' has shape [3, 2],
+ *     given [2, 3]"; "target 0 of learner '(dense >>> out)' has shape [4],
+ *     its output [4, 1]"), or is the message of the DL code that failed,
+ *     with dl_last_error_loc() its position. These functions never exit.
+ *   - Arrays passed in are borrowed. Arrays written to an `out` list are new
+ *     references owned by the caller (release each with dl_array_release).
+ *   - A learner object is reference counted (atomically); dl_learner_seq and
+ *     dl_learner_par retain their parts. Learners may be used from several
+ *     threads at once except through dl_learner_set_params and
+ *     dl_learner_step, which change the learner's parameters. An optimiser
+ *     belongs to one thread at a time. */
+
+#ifndef DL_CLOSURE_DEFINED
+#define DL_CLOSURE_DEFINED
+/* A DL function value (a closure); opaque (also declared by dcc's headers). */
+typedef struct dl_closure dl_closure;
+#endif
+
+/* The three functions dcc exports for a DL function
+ *     def f (x: (P, A)) : B          export def f,  export vjp f as f_vjp
+ * seen through a uniform signature: `in` points to the struct (P, A) of the
+ * export, `out` to its result, `ct` is the pullback's argument. */
+typedef int (*dl_export_fn)(const void *in, void *out);
+typedef int (*dl_pullback_fn)(dl_closure *pullback, const void *ct, void *out);
+typedef void (*dl_release_fn)(void *out);
+
+/* A compiled DL function f : (P, A) -> B, for dl_learner_gradient. Every
+ * component of P, A and B must be a float array ([]float, [][]float, ...):
+ * P one array or a tuple or record of nparams arrays (possibly nested: the
+ * C struct is then a flat row of `dl_array *` members, taken in the order of
+ * the header's struct; with no parameters the function takes A alone), A one
+ * array or a tuple of nin arrays, B likewise with nout. When P and A together
+ * are one array (nparams + nin == 1) the export takes that array itself, and
+ * when B is one array (nout == 1) the pullback takes that array itself; the
+ * runtime passes them so.
+ *     forward      M_f          (P, A) -> B; may be NULL (the vjp is used)
+ *     vjp          M_f_vjp      (P, A) -> (B, B -> (P, A))
+ *     pullback     M_call_B_to_tup2_P_A   the call wrapper of the pullback
+ *     vjp_release  M_f_vjp_release
+ * DL_EXPORT(name, nparams, nin, nout, M_f, M_f_vjp, M_call_...) fills one in
+ * (the function pointers are cast: the layouts above are what makes the
+ * casts sound, and the runtime cannot check them). */
+typedef struct dl_export {
+    const char *name;          /* for messages and dl_learner_name */
+    int32_t nparams, nin, nout;
+    dl_export_fn forward;
+    dl_export_fn vjp;
+    dl_pullback_fn pullback;
+    dl_release_fn vjp_release;
+} dl_export;
+
+#define DL_EXPORT(name, nparams, nin, nout, f, f_vjp, call)                         \
+    { (name), (nparams), (nin), (nout), (dl_export_fn)(f), (dl_export_fn)(f_vjp),   \
+      (dl_pullback_fn)(call), (dl_release_fn)(f_vjp##_release) }
+
+/* An error function e(x, y) on one output array and its target, summed over
+ * the elements: E(y, b) = Σ_j e(y_j, b_j). y and b have the same shape
+ * (checked before the call).
+ *     value    E(y, b)
+ *     deriv    ∂E/∂y, a new array of y's shape
+ *     inverse  the request rule of the paper (§III): for each element, the
+ *              b with ∂e/∂x(x0, b) = z, as a new array; NULL means that of
+ *              the quadratic error, b = x0 - z.
+ * The callbacks may raise with dl_error: the learner call then fails. */
+typedef struct dl_loss {
+    const char *name;
+    double (*value)(const dl_array *y, const dl_array *b, void *ctx);
+    dl_array *(*deriv)(const dl_array *y, const dl_array *b, void *ctx);
+    dl_array *(*inverse)(const dl_array *x0, const dl_array *z, void *ctx);
+    void *ctx;
+} dl_loss;
+
+/* e(x, y) = ½ (x - y)²: E = ½ Σ (y - b)², ∂E/∂y = y - b, request x0 - z.
+ * The error under which the gradient-descent functor is a functor (the
+ * paper's Theorem III.2; std/nn's half_squared_error). */
+DL_API extern const dl_loss dl_loss_half_squared;
+
+typedef struct dl_learner dl_learner;
+
+/* The gradient-descent functor L(rate, err) applied to f (the paper's
+ * Theorem III.2, with E_I(p, a, b) = err(I(p, a), b)):
+ *     I(p, a)    = f(p, a)
+ *     U(p, a, b) = p - rate ∇_p E_I(p, a, b)
+ *     r(p, a, b) = err.inverse(a, ∇_a E_I(p, a, b))   (a - ∇_a E_I for ½(x-y)²)
+ * the gradients from f's pullback. `params` (nparams DL_F64 arrays, n must
+ * equal f->nparams) are the learner's initial parameters; they are retained,
+ * and fix the shapes parameters must have. `f` and `err` are copied (their
+ * strings and ctx must stay valid). Errors: nparams < 0, nin or nout < 1, a
+ * missing vjp, pullback or vjp_release, an error function without its value
+ * or derivative, a wrong parameter count, a parameter that is not DL_F64.
+ * New learner (refcount 1) or NULL. */
+DL_API dl_learner *dl_learner_gradient(const dl_export *f, double rate, const dl_loss *err,
+                                       int32_t n, dl_array *const *params);
+/* The identity learner on n arrays (n >= 1): no parameters, I(a) = a,
+ * r(a, b) = b. Its output error (for dl_learner_step) is ½ (x - y)². */
+DL_API dl_learner *dl_learner_identity(int32_t n);
+/* f >>> g, for f: A -> B and g: B -> C (f's nout must equal g's nin; error
+ * "cannot compose 'f' >>> 'g': 'f' gives 2 arrays, 'g' takes 1"), from the
+ * paper (§II):
+ *     I((p, q), a)    = I_g(q, I_f(p, a))
+ *     U((p, q), a, c) = (U_f(p, a, r_g(q, b, c)), U_g(q, b, c)),  b = I_f(p, a)
+ *     r((p, q), a, c) = r_f(p, a, r_g(q, b, c))
+ * Parameters: f's followed by g's, starting as the parts' current ones (new
+ * references to the same arrays; updates never write into an array someone
+ * else holds). Its output error is g's. f and g are retained. */
+DL_API dl_learner *dl_learner_seq(dl_learner *f, dl_learner *g);
+/* f *** g on concatenated inputs, outputs and parameters (f's first):
+ *     I((p, q), (a, c)) = (I_f(p, a), I_g(q, c)), U and r likewise. */
+DL_API dl_learner *dl_learner_par(dl_learner *f, dl_learner *g);
+/* One more reference; returns l. */
+DL_API dl_learner *dl_learner_retain(dl_learner *l);
+/* One reference fewer; frees the learner (and releases its parameters and
+ * parts) at 0. NULL is allowed. */
+DL_API void dl_learner_release(dl_learner *l);
+
+/* "dense", "id", "(dense >>> out)", "(f *** g)": valid while l lives. */
+DL_API const char *dl_learner_name(const dl_learner *l);
+DL_API int32_t dl_learner_nparams(const dl_learner *l);
+DL_API int32_t dl_learner_nin(const dl_learner *l);
+DL_API int32_t dl_learner_nout(const dl_learner *l);
+/* The learner's current parameters, nparams arrays, borrowed: valid until
+ * the next dl_learner_set_params or dl_learner_step on l (retain one to keep
+ * it). */
+DL_API dl_array *const *dl_learner_params(const dl_learner *l);
+/* Replaces the current parameters by p (retained; the old ones released).
+ * Errors: n other than nparams, a parameter whose dtype or shape is not the
+ * current one's. */
+DL_API int dl_learner_set_params(dl_learner *l, int32_t n, dl_array *const *p);
+
+/* The paper's three functions at the parameters p: n DL_F64 arrays (n =
+ * nparams) with the shapes of the current parameters, or p NULL for the
+ * current parameters themselves (n is then ignored). a is nin DL_F64 arrays,
+ * b nout (each of the shape of the corresponding output). Results go to
+ * out: nout new arrays for implement, nparams for update, nin for request;
+ * on failure out is not written. */
+DL_API int dl_learner_implement(const dl_learner *l, int32_t n, dl_array *const *p,
+                                dl_array *const *a, dl_array **out);
+DL_API int dl_learner_update(const dl_learner *l, int32_t n, dl_array *const *p,
+                             dl_array *const *a, dl_array *const *b, dl_array **out);
+DL_API int dl_learner_request(const dl_learner *l, int32_t n, dl_array *const *p,
+                              dl_array *const *a, dl_array *const *b, dl_array **out);
+/* The sum over outputs of the output errors at (p, a, b): E(I(p, a), b). */
+DL_API int dl_learner_loss(const dl_learner *l, int32_t n, dl_array *const *p,
+                           dl_array *const *a, dl_array *const *b, double *loss);
+
+typedef struct dl_optimiser dl_optimiser;
+
+/* Optimisers with the definitions of std/optim (the same operations in the
+ * same order, so the same numbers). Each acts elementwise on every parameter
+ * array with gradient g; its state (arrays of the parameters' shapes, zero
+ * at first, and a step count) is made at the first step and must then keep
+ * the same count and shapes (dl_optim_reset forgets it).
+ *     sgd       p' = p - rate g
+ *     momentum  v' = beta v + g;  p' = p - rate v'          (Polyak 1964)
+ *     nesterov  v' = beta v + g;  p' = p - rate (g + beta v')
+ *     adam      Kingma & Ba 2015, Algorithm 1, as std/optim's adam_with:
+ *               t' = t + 1;  m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g²
+ *               c = sqrt(1 - b2^t');  s = rate c / (1 - b1^t')
+ *               p' = p - s (m' / (sqrt v' + eps c))
+ *     adamw     Loshchilov & Hutter 2019: as adam, then
+ *               p' = p - (s (m' / (sqrt v' + eps c)) + (rate wd) p)
+ * (adam with b1 0.9, b2 0.999, eps 1e-8 is std/optim's adam.) New object
+ * (never NULL; out of memory raises), freed with dl_optim_free. */
+DL_API dl_optimiser *dl_optim_sgd(double rate);
+DL_API dl_optimiser *dl_optim_momentum(double rate, double beta);
+DL_API dl_optimiser *dl_optim_nesterov(double rate, double beta);
+DL_API dl_optimiser *dl_optim_adam(double rate, double b1, double b2, double eps);
+DL_API dl_optimiser *dl_optim_adamw(double rate, double wd, double b1, double b2, double eps);
+DL_API void dl_optim_free(dl_optimiser *o);
+DL_API void dl_optim_reset(dl_optimiser *o);
+/* Steps taken since creation or the last reset. */
+DL_API int64_t dl_optim_steps(const dl_optimiser *o);
+/* One step on n parameter arrays p with gradients g (same shapes, DL_F64).
+ * Each p[i] is consumed as by dl_array_unique (updated in place when the
+ * caller held the only reference) and replaced by the updated array. On an
+ * error (count, dtype or shape of p, g or the state) nothing is changed. */
+DL_API int dl_optim_apply(dl_optimiser *o, int32_t n, dl_array **p, dl_array *const *g);
+
+/* One training step on the example (x, y) (nin and nout arrays): the forward
+ * pass keeps its pullbacks (the lens's residuals); *loss = E(I(p, x), y),
+ * the output error before the step; the backward pass takes ∂E/∂y to the
+ * gradient of every parameter, and the optimiser replaces the learner's
+ * parameters. The rates given to dl_learner_gradient play no part here: the
+ * optimiser reparametrises the update (Cruttwell et al., §3.3). With
+ * dl_optim_sgd(rate) and every part made with that rate and
+ * dl_loss_half_squared, the new parameters are dl_learner_update's
+ * (functoriality). loss may be NULL. */
+DL_API int dl_learner_step(dl_learner *l, dl_optimiser *opt, dl_array *const *x,
+                           dl_array *const *y, double *loss);
+
 /* ------------------------------------------------------------------ program */
 
 /* Records the program's arguments (dcc's main calls it) for DL's `args ()`. */
 DL_API void dl_init(int argc, char **argv);
+/* The directory the program was compiled in (dcc's main sets it): a run-time
+ * error whose .dl file is a relative path not found from the current
+ * directory is looked up there to show its source line. dir is borrowed for
+ * the life of the process; NULL clears it. */
+DL_API void dl_set_source_root(const char *dir);
 DL_API int dl_argc(void);
 /* Argument i (0 is the program), or NULL when out of range. */
 DL_API const char *dl_argv(int i);

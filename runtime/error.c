@@ -35,11 +35,21 @@ void dlrt_error_set(const char *fmt, ...)
 
 /* Shows the source line of a run-time error under its message, with a caret
  * at the column, as the compiler's diagnostics do (compiler/diag.c). The file
- * is the path the program was compiled from; when it cannot be read (the
- * program runs elsewhere) only the message is shown. */
+ * is the path the program was compiled from, relative to the current
+ * directory or else to the directory it was compiled in (dl_set_source_root);
+ * when neither can be read only the message is shown. */
+static const char *source_root;
+
+void dl_set_source_root(const char *dir) { source_root = dir; }
+
 static void show_source_line(const dl_srcloc *loc)
 {
     FILE *f = fopen(loc->file, "r");
+    if (!f && loc->file[0] != '/' && source_root) {
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", source_root, loc->file) < (int)sizeof path)
+            f = fopen(path, "r");
+    }
     if (!f)
         return;
     char line[4096];

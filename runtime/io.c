@@ -566,6 +566,7 @@ static void npy_write_body(Io *io, void *arg)
 
 void dl_write_npy(const char *path, const dl_array *a, const dl_srcloc *loc)
 {
+    DL_HOST(a);
     io_run(path, npy_write_body, (void *)a, loc);
 }
 
@@ -796,6 +797,7 @@ static void idx_write_body(Io *io, void *arg)
 
 void dl_write_idx(const char *path, const dl_array *a, bool gzip, const dl_srcloc *loc)
 {
+    DL_HOST(a);
     IdxWriteArgs args = { a, gzip };
     io_run(path, idx_write_body, &args, loc);
 }
@@ -823,9 +825,17 @@ void dl_write_text(const char *path, const char *text, const dl_srcloc *loc)
 
 /* ---------------------------------------------------------------- clock */
 
+/* clock (): the monotonic clock, or this process's CPU time when the
+ * environment has DL_CLOCK=cpu (benchmarks on a shared machine: time spent
+ * descheduled is not counted; bench/adbench.sh --cpu-time sets it). */
 double dl_clock(void)
 {
+    static int cpu = -1;
+    if (cpu < 0) {
+        const char *c = getenv("DL_CLOCK");
+        cpu = c && !strcmp(c, "cpu");
+    }
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

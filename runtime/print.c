@@ -192,6 +192,7 @@ static void print_axis(FILE *f, const dl_array *a, int32_t axis, int64_t start,
 
 void dl_print_array(const dl_array *a)
 {
+    DL_HOST(a);
     if (a->dtype == DL_BYTES || dl_dtype_size(a->dtype) == 0)
         dl_error(NULL, "dl_print_array: cannot print an array of %s", dl_dtype_name(a->dtype));
     FILE *f = dlrt_output();

@@ -19,7 +19,8 @@
 #   peak RSS       of the EPOCHS run (/usr/bin/time's maximum resident set)
 #   RSS growth     (peak RSS of the EPOCHS run - that of the 1-epoch run)
 #                  / (EPOCHS - 1): memory kept per epoch (a leak shows here)
-# and the ratios dcc / PyTorch (goal: <= 0.5 on time).
+# and the ratios dcc / PyTorch (goal: <= 0.5 on time), with the load average
+# of the machine at the start and at the end.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$(dirname "$here")")
@@ -34,6 +35,8 @@ trap 'rm -rf "$work"' EXIT
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 
 "$dcc" -O2 -o "$work/fm" "$top/examples/fashion_mnist.dl"
+# other load on the machine makes the figures larger: reported with them
+load0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
 # run NAME EPOCHS REP CMD...: output in $work/NAME.EPOCHS.REP.{out,err,time}
 run() {
@@ -75,7 +78,9 @@ for t in dcc torch; do
     eval "${t}_grow=\$(echo \"($rn - $r1) / ($epochs - 1)\" | bc -l)"
 done
 
+load1=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 echo "Fashion-MNIST MLP 784-256-10 (f64), Adam 1e-3, batch 128, $epochs epochs, $threads thread(s), best of $reps"
+echo "load average (1, 5, 15 min) at the start: $load0, at the end: $load1 ($(getconf _NPROCESSORS_ONLN 2>/dev/null || echo ?) CPUs)"
 echo
 echo "| | wall s/epoch | CPU s/epoch | test acc | peak RSS (MB) | RSS growth/epoch (MB) |"
 echo "|---|---|---|---|---|---|"

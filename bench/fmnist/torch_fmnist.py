@@ -12,6 +12,10 @@ Prints one line per epoch and the test accuracy, in the DL example's format:
     test accuracy 0.8431
 
 usage: torch_fmnist.py [--epochs N] [--threads N] [--train N] [--seed N]
+                       [--device cpu|cuda]
+
+With --device cuda the data, the model and the optimiser live on the GPU
+(bench/gpu.sh); the random order is drawn on the CPU either way.
 """
 import argparse
 import gzip
@@ -55,14 +59,19 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train", type=int, default=60000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("torch_fmnist.py: --device cuda, but torch.cuda.is_available() is false")
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
     x, y = load("train", a.train)
     xt, yt = load("t10k")
+    x, y, xt, yt = x.to(dev), y.to(dev), xt.to(dev), yt.to(dev)
     model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).double()
+        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).double().to(dev)
     for m in model:
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -76,7 +85,7 @@ def main():
         order = torch.randperm(n)
         total = 0.0
         for i in range(nb):
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch:(i + 1) * batch].to(dev)
             xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)

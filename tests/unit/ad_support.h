@@ -56,7 +56,9 @@ static char *print_prog(CProgram *p)
     FILE *f = open_memstream(&buf, &len);
     core_print_program(f, p);
     fclose(f);
-    return buf;
+    char *s = arena_strdup(dcc_arena, buf);
+    free(buf);
+    return s;
 }
 
 /* Source -> Core with the derivative forms expanded (simplified first when

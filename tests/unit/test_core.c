@@ -40,6 +40,7 @@ static CProgram *lower_src(const char *text)
     typecheck_program(&order);
     ck_assert_msg(diag_error_count() == 0, "does not type-check:\n%s", captured());
     CProgram *p = core_lower_program(&order, root);
+    vec_free(&order);
     ck_assert_msg(core_verify(p), "lowered Core does not verify:\n%s", captured());
     return p;
 }
@@ -51,7 +52,9 @@ static char *print_prog(CProgram *p)
     FILE *f = open_memstream(&buf, &len);
     core_print_program(f, p);
     fclose(f);
-    return buf;
+    char *s = arena_strdup(dcc_arena, buf);
+    free(buf);
+    return s;
 }
 
 static char *core_of(const char *text) { return print_prog(lower_src(text)); }
@@ -88,10 +91,7 @@ static char *fun_text(const char *text, const char *name)
     if (!e || (e2 && e2 < e))
         e = e2;
     size_t n = e ? (size_t)(e - s) : strlen(s);
-    char *r = malloc(n + 1);
-    memcpy(r, s, n);
-    r[n] = 0;
-    return r;
+    return arena_strndup(dcc_arena, s, n);
 }
 
 /* ---------------------------------------------------------------- lowering */
