@@ -591,11 +591,12 @@ static int eval_child(void *arg)
     }
     if (o->opt_level > 0)
         core_simplify(prog, o->opt_level);
+    int first_ad_var = core_dl_next_var_id(); /* names of the derivative's variables */
     if (!verified(prog, "the simplifier") || !ad_transform_program(prog) || diag_error_count() ||
         !verified(prog, "the AD stages"))
         return 1;
-    if (j->cmd == CMD_AD) {
-        core_print_program(stdout, prog);
+    if (j->cmd == CMD_AD) { /* the derived program as DL, as --emit=ad prints it */
+        core_dl_print_program(stdout, prog, first_ad_var);
         return 0;
     }
     core_simplify(prog, o->opt_level);
