@@ -163,6 +163,8 @@ static CAtom *form_jvp(CProgram *p, CExpr *e, CBlock *b)
         ad_error(&F, e->loc, "jvp with respect to a function value is not supported");
         return NULL;
     }
+    if (ad_tkind(a) == TK_DIFF)
+        ad_check_shapes(b, e->args[1], e->args[0], "jvp: the tangent has shape ", " but the primal has shape ", e->loc);
     AdRep *arg = ad_rep(&F, e->args[0]);
     if (ad_tkind(a) == TK_DIFF)
         arg->c[1] = ad_nz(e->args[1]);
@@ -455,6 +457,7 @@ static CAtom *form_hvp(CProgram *p, CExpr *e, CBlock *b)
     AdFwd F = {.prog = p, .order = 1, .loc = e->loc, .ok = true};
     CLambda *l = e->u.deriv.fn;
     SecondCtx c = {l, e->args[0], e->args[1], e->loc};
+    ad_check_shapes(b, e->args[1], e->args[0], "hvp: the direction has shape ", " but the primal has shape ", e->loc);
     CBlock *t = core_block_new();
     t->result = basis_map(&F, t, l->params[0]->type, e->args[0], second_fn, &c);
     if (!F.ok)
@@ -538,6 +541,8 @@ static CAtom *form_fwdgrad(CProgram *p, CExpr *e, CBlock *b)
     CAtom *v = e->u.deriv.kind == DERIV_FWDGRAD ? normal_like(&F, e->args[1], a, x) : e->args[1];
     if (!F.ok)
         return NULL;
+    if (e->u.deriv.kind == DERIV_FWDGRAD_DIR)
+        ad_check_shapes(b, v, x, "fwdgrad_dir: the direction has shape ", " but the primal has shape ", e->loc);
     CBlock *t = core_block_new();
     CAtom *s = jvp_tangent(t, l, x, v, e->loc);
     t->result = s;

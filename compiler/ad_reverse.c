@@ -1295,29 +1295,31 @@ static CAtom *shape_string(CBlock *b, CAtom **d, int r)
     return P2(b, P_STR_CONCAT, st, s, core_atom_string("]"));
 }
 
-/* A pullback checks its cotangent: each array in it must have the shape of
- * the corresponding array of the result y, else a run-time error names
- * both shapes (a wrong shape would otherwise broadcast silently, or fail
- * deep inside the backward sweep). */
-static void check_cotangent(CBlock *b, CAtom *ct, CAtom *y, int depth)
+/* A derivative form checks the shape of what it is given against the value
+ * it belongs to: a pullback its cotangent against the result y, jvp and the
+ * other forward forms a tangent against the primal. Each array in `given`
+ * must have the shape of the corresponding array of `ref`, else a run-time
+ * error names both shapes, "LEAD[1] MID[2]" (a wrong shape would otherwise
+ * broadcast silently into a wrong derivative, or fail deep inside). */
+static void check_shapes(CBlock *b, CAtom *given, CAtom *ref, const char *lead, const char *mid, int depth)
 {
-    Type *t = aty(y);
+    Type *t = aty(ref);
     if (!has_tan(t) || depth > 8)
         return;
     if (t->kind == TY_ARRAY) {
         if (!is_fl(elem_of(t)))
             return;
         CAtom *dc[8], *dy[8];
-        int r = dims_of(b, ct, dc);
-        dims_of(b, y, dy);
+        int r = dims_of(b, given, dc);
+        dims_of(b, ref, dy);
         CAtom *bad = cmp2(b, P_NE, dc[0], dy[0]);
         for (int j = 1; j < r; j++)
             bad = P3(b, P_SELECT, type_bool(), cmp2(b, P_NE, dc[j], dy[j]), core_atom_bool(true), bad);
         CBlock *fail = core_block_new();
         Type *st = type_string();
-        CAtom *msg = core_atom_string("vjp: the pullback was given a cotangent of shape ");
+        CAtom *msg = core_atom_string(lead);
         msg = P2(fail, P_STR_CONCAT, st, msg, shape_string(fail, dc, r));
-        msg = P2(fail, P_STR_CONCAT, st, msg, core_atom_string(" for a result of shape "));
+        msg = P2(fail, P_STR_CONCAT, st, msg, core_atom_string(mid));
         msg = P2(fail, P_STR_CONCAT, st, msg, shape_string(fail, dy, r));
         fail->result = P1(fail, P_ERROR, type_unit(), msg);
         bind(b, "chk", if_e(bad, type_unit(), fail, block_of(core_atom_unit())));
@@ -1326,7 +1328,20 @@ static void check_cotangent(CBlock *b, CAtom *ct, CAtom *y, int depth)
     int n = nparts(t);
     for (int i = 0; i < n; i++)
         if (has_tan(part_t(t, i)))
-            check_cotangent(b, proj(b, ct, i), proj(b, y, i), depth + 1);
+            check_shapes(b, proj(b, given, i), proj(b, ref, i), lead, mid, depth + 1);
+}
+
+void ad_check_shapes(CBlock *b, CAtom *given, CAtom *ref, const char *lead, const char *mid, Loc loc)
+{
+    Loc saved = R->loc;
+    R->loc = loc;
+    check_shapes(b, given, ref, lead, mid, 0);
+    R->loc = saved;
+}
+
+static void check_cotangent(CBlock *b, CAtom *ct, CAtom *y, int depth)
+{
+    check_shapes(b, ct, y, "vjp: the pullback was given a cotangent of shape ", " for a result of shape ", depth);
 }
 
 /* Reverse mode of the region lambda l at x0 into out; returns the form's

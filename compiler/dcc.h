@@ -1265,6 +1265,11 @@ void ad_note_def(CVar *v, CExpr *e);
  * expansion of e into b and returns the atom of its value (NULL after an
  * error was reported). */
 CAtom *ad_forward_form(CProgram *p, CExpr *e, CBlock *b);
+/* A run-time check, emitted into b, that every float array inside `given`
+ * has the shape of the corresponding array of `ref` (a tangent against its
+ * primal, a cotangent against its result); the error reads
+ * "<lead>[shape of given]<mid>[shape of ref]" (ad_reverse.c). */
+void ad_check_shapes(CBlock *b, CAtom *given, CAtom *ref, const char *lead, const char *mid, Loc loc);
 CAtom *ad_taylor_jet(CProgram *p, CExpr *e, CBlock *b);
 /* grad, value_and_grad, jacrev by forward mode, one pass per input
  * component: a cross-check of reverse mode, used only when the environment

@@ -177,6 +177,8 @@ static void parse_args(int argc, char **argv)
             o->gpu = true;
         } else if (strncmp(a, "--stdlib=", 9) == 0) {
             module_set_stdlib_dir(a + 9);
+        } else if (!o->run && !o->input && strcmp(a, "run") == 0) {
+            o->run = true; /* options may come before the subcommand: dcc -O3 run f.dl */
         } else if (strcmp(a, "-") == 0 || a[0] != '-') {
             if (o->input)
                 usage_error("more than one input file ('%s')", a);

@@ -100,6 +100,13 @@ static char *read_all(const char *path, size_t *len)
         errno = EIO;
         return NULL;
     }
+    /* a UTF-8 byte-order mark (some Windows editors write one) is not part
+     * of the text: columns start after it, as in the editor */
+    if (n >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB &&
+        (unsigned char)buf[2] == 0xBF) {
+        memmove(buf, buf + 3, n - 3);
+        n -= 3;
+    }
     buf[n] = 0;
     *len = n;
     return buf;

@@ -105,6 +105,12 @@ Token *lexer_tokenize(SrcFile *file, int *ntok, bool repl, bool *eof_error, bool
 #include <stdlib.h>
 #include <string.h>
 
+/* A flat sequence of `let ... in` is right-nested in the grammar and takes
+ * about five parser stack entries per binding; bison's default of 10000
+ * stopped at 2000 bindings (long --emit=ad output). Brackets are limited to
+ * 1000 levels by the lexer; this bounds everything else. */
+#define YYMAXDEPTH 500000
+
 struct ParseCtx {
     SrcFile *file;
     Token *toks;

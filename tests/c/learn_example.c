@@ -19,16 +19,19 @@ int main(void)
         printf("needs DCC, DCC_SRCDIR and DCC_BUILDDIR (make check sets them)\n");
         return 1;
     }
+    /* a sanitizer build's libdlrt needs the sanitizer runtimes (configure
+     * --enable-sanitizers; Makefile.am passes the flags) */
+    const char *san = getenv("DCC_TEST_SANFLAGS") ? getenv("DCC_TEST_SANFLAGS") : "";
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "unset MAKEFLAGS MFLAGS MAKELEVEL; t=$(mktemp -d) || exit 1; e='%s/examples/c-embed'; "
              "cp \"$e/Makefile\" \"$e/compose.c\" \"$e/encoder.dl\" \"$e/head.dl\" "
              "\"$e/houses.csv\" \"$t\" && chmod u+w \"$t\"/* && "
-             "make -s -C \"$t\" compose DCC=\"$DCC\" CFLAGS='-O2 -Wall -Wextra -Werror' "
+             "make -s -C \"$t\" compose DCC=\"$DCC\" CFLAGS='-O2 -Wall -Wextra -Werror %s' "
              "DLRT_CFLAGS='-I%s/runtime' "
-             "DLRT_LIBS='-L%s/runtime/.libs -ldlrt -Wl,-rpath,%s/runtime/.libs' >&2 && "
+             "DLRT_LIBS='-L%s/runtime/.libs -ldlrt -Wl,-rpath,%s/runtime/.libs %s' >&2 && "
              "(cd \"$t\" && ./compose houses.csv); st=$?; rm -rf \"$t\"; exit $st",
-             src, src, build, build);
+             src, san, src, build, build, san);
     FILE *p = popen(cmd, "r");
     if (!p)
         return 1;

@@ -354,9 +354,12 @@ int main(int argc, char **argv)
         if (i == n || strcmp(lines[i], "#!restart") == 0) {
             st = session(lines, from, i);
             if (st == 124)
-                return st;
+                break;
             from = i + 1;
         }
     }
+    for (int i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
     return st;
 }
