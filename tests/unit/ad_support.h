@@ -12,58 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dcc.h"
-static FILE *diag_file;
-
-static void setup(void)
-{
-    diag_file = tmpfile();
-    diag_set_stream(diag_file);
-    diag_set_colour(0);
-    diag_reset();
-    module_set_stdlib_dir(DCC_SRCDIR "/stdlib");
-}
-
-static char *captured(void)
-{
-    static char buf[1 << 16];
-    fflush(diag_file);
-    long n = ftell(diag_file);
-    rewind(diag_file);
-    size_t got = fread(buf, 1, n < (long)sizeof buf - 1 ? (size_t)n : sizeof buf - 1, diag_file);
-    buf[got] = 0;
-    fseek(diag_file, 0, SEEK_END);
-    return buf;
-}
-
-static CProgram *lower_src(const char *text)
-{
-    Vec order = {0};
-    Module *root = module_load_text("t", text, strlen(text), &order);
-    ck_assert_msg(root && diag_error_count() == 0, "does not parse:\n%s", captured());
-    typecheck_program(&order);
-    ck_assert_msg(diag_error_count() == 0, "does not type-check:\n%s", captured());
-    CProgram *p = core_lower_program(&order, root);
-    vec_free(&order);
-    ck_assert_msg(core_verify(p), "lowered Core does not verify:\n%s", captured());
-    return p;
-}
-
-static char *print_prog(CProgram *p)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    core_print_program(f, p);
-    fclose(f);
-    char *s = arena_strdup(dcc_arena, buf);
-    free(buf);
-    return s;
-}
+#include "core_support.h"
 
 /* Source -> Core with the derivative forms expanded (simplified first when
  * presimplify, as the driver does); the Core must verify. */
-static CProgram *ad_src(const char *text, bool presimplify)
+static inline CProgram *ad_src(const char *text, bool presimplify)
 {
     CProgram *p = lower_src(text);
     if (presimplify)
@@ -73,7 +26,7 @@ static CProgram *ad_src(const char *text, bool presimplify)
     return p;
 }
 
-static int count(const char *hay, const char *needle)
+static inline int count(const char *hay, const char *needle)
 {
     int n = 0;
     for (const char *s = hay; (s = strstr(s, needle)); s += strlen(needle))
@@ -83,7 +36,7 @@ static int count(const char *hay, const char *needle)
 
 /* ------------------------------------------------------------ running */
 
-static void slurp(const char *path, char *buf, size_t n)
+static inline void slurp(const char *path, char *buf, size_t n)
 {
     FILE *f = fopen(path, "r");
     size_t k = f ? fread(buf, 1, n - 1, f) : 0;
@@ -93,7 +46,7 @@ static void slurp(const char *path, char *buf, size_t n)
 }
 
 /* Compiles (AD, simplifier, codegen at -O2), runs, returns stdout. */
-static char *run_src(const char *text)
+static inline char *run_src(const char *text)
 {
     static char out[1 << 16];
     CProgram *p = ad_src(text, true);
@@ -121,7 +74,7 @@ static char *run_src(const char *text)
 }
 
 /* The numbers printed, in order (nan and inf included). */
-static int numbers(const char *out, double *v, int max)
+static inline int numbers(const char *out, double *v, int max)
 {
     int n = 0;
     const char *s = out;
@@ -138,10 +91,10 @@ static int numbers(const char *out, double *v, int max)
     return n;
 }
 
-static bool close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
+static inline bool close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
 
 /* A float literal of DL: round-trips, has a point, negative in parentheses. */
-static char *lit(double x)
+static inline char *lit(double x)
 {
     char buf[64];
     snprintf(buf, sizeof buf, "%.17g", x);

@@ -11,30 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dcc.h"
-
-static FILE *diag_file;
-
-static void setup(void)
-{
-    diag_file = tmpfile();
-    diag_set_stream(diag_file);
-    diag_set_colour(0);
-    diag_reset();
-    module_set_stdlib_dir(DCC_SRCDIR "/stdlib");
-}
-
-static char *captured(void)
-{
-    static char buf[1 << 14];
-    fflush(diag_file);
-    long n = ftell(diag_file);
-    rewind(diag_file);
-    size_t got = fread(buf, 1, n < (long)sizeof buf - 1 ? (size_t)n : sizeof buf - 1, diag_file);
-    buf[got] = 0;
-    fseek(diag_file, 0, SEEK_END);
-    return buf;
-}
+#include "core_support.h"
 
 static int count(const char *hay, const char *needle)
 {
