@@ -655,8 +655,10 @@ CAtom *ad_taylor_jet(CProgram *p, CExpr *e, CBlock *b)
     for (int j = 1; j <= K; j++) {
         fact *= j;
         CAtom *v = d->args[j - 1];
-        if (diff && !zero_direction(v))
+        if (diff && !zero_direction(v)) {
+            ad_check_shapes(b, v, e->args[0], "jet: a direction has shape ", " but the primal has shape ", e->loc);
             arg->c[j] = ad_scale(&F, 1.0 / fact, v);
+        }
     }
     AdRep *r = ad_fwd_lambda(&F, l, &arg);
     F.blk = b;
