@@ -603,7 +603,7 @@ static void print_float(FILE *out, double v, bool f32)
         fputs("f32", out);
 }
 
-static void print_string(FILE *out, const char *s)
+void core_print_string_literal(FILE *out, const char *s)
 {
     fputc('"', out);
     for (; *s; s++) {
@@ -632,7 +632,7 @@ void core_print_atom(FILE *out, CAtom *a)
     case CA_FLOAT: print_float(out, a->u.fval, type_resolve(a->type)->kind == TY_F32); break;
     case CA_BOOL: fputs(a->u.ival ? "true" : "false", out); break;
     case CA_UNIT: fputs("()", out); break;
-    case CA_STRING: print_string(out, a->u.sval); break;
+    case CA_STRING: core_print_string_literal(out, a->u.sval); break;
     case CA_FUN: fprintf(out, "@%s", a->u.fun->name); break;
     }
 }

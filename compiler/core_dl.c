@@ -335,28 +335,6 @@ static void put_float(DlPrinter *P, double v, bool f32)
         fprintf(P->out, "%s%s", buf, sfx);
 }
 
-static void put_string(DlPrinter *P, const char *s)
-{
-    FILE *out = P->out;
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        switch (ch) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\t': fputs("\\t", out); break;
-        case '\r': fputs("\\r", out); break;
-        default:
-            if (ch < 32 || ch == 127)
-                fprintf(out, "\\x%02x", ch);
-            else
-                fputc(ch, out);
-        }
-    }
-    fputc('"', out);
-}
-
 static const char *fun_name(DlPrinter *P, CFun *f)
 {
     const char *n = core_map_get(&P->fun_names, f);
@@ -384,7 +362,7 @@ static void put_atom(DlPrinter *P, CAtom *a)
     case CA_FLOAT: put_float(P, a->u.fval, type_resolve(a->type)->kind == TY_F32); break;
     case CA_BOOL: fputs(a->u.ival ? "true" : "false", out); break;
     case CA_UNIT: fputs("()", out); break;
-    case CA_STRING: put_string(P, a->u.sval); break;
+    case CA_STRING: core_print_string_literal(P->out, a->u.sval); break;
     case CA_FUN: fputs(fun_name(P, a->u.fun), out); break;
     }
 }

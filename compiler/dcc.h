@@ -1148,6 +1148,9 @@ int core_dl_next_var_id(void);
 
 /* --emit=core: readable text, one binding per line. */
 void core_print_program(FILE *out, CProgram *p);
+/* A string as a literal in double quotes with C escapes (\" \\ \n \t \r,
+ * \xHH for other control bytes): the syntax of both Core and DL. */
+void core_print_string_literal(FILE *out, const char *s);
 void core_print_block(FILE *out, CBlock *b, int indent);
 /* Checks the invariants (types of prims, scoping, ANF); reports internal
  * errors, returns false if broken. Run after every stage in debug builds. */
